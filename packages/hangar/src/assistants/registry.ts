@@ -1,0 +1,63 @@
+import { createHash } from 'node:crypto';
+import { HangarError } from '../errors.ts';
+import type { Agent } from '../sdk/agent.ts';
+import { json, type Queryable } from '../store/sql.ts';
+
+/** LangGraph derives a graph's default assistant id as uuid5(NAMESPACE_URL, graph_id); so does Hangar. */
+const NAMESPACE_URL = '6ba7b811-9dad-11d1-80b4-00c04fd430c8';
+
+export function uuidv5(name: string, namespace = NAMESPACE_URL): string {
+  const ns = Buffer.from(namespace.replace(/-/g, ''), 'hex');
+  const hash = createHash('sha1').update(ns).update(name, 'utf8').digest();
+  hash[6] = ((hash[6] ?? 0) & 0x0f) | 0x50;
+  hash[8] = ((hash[8] ?? 0) & 0x3f) | 0x80;
+  const hex = hash.subarray(0, 16).toString('hex');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
+}
+
+export interface ResolvedAgent {
+  agent: Agent;
+  assistantId: string;
+}
+
+/** The agents a process loaded, and the default assistant of each. */
+export class AgentRegistry {
+  private readonly byAssistantId = new Map<string, Agent>();
+
+  constructor(readonly agents: ReadonlyMap<string, Agent>) {
+    for (const agent of agents.values()) this.byAssistantId.set(uuidv5(agent.name), agent);
+  }
+
+  get names(): string[] {
+    return [...this.agents.keys()].sort();
+  }
+
+  defaultAssistantId(agentName: string): string {
+    return uuidv5(agentName);
+  }
+
+  /** Resolves an assistant id or an agent name (graph id), as LangGraph's API accepts both. */
+  resolve(assistantIdOrName: string): ResolvedAgent {
+    const byName = this.agents.get(assistantIdOrName);
+    if (byName !== undefined) return { agent: byName, assistantId: uuidv5(byName.name) };
+    const byId = this.byAssistantId.get(assistantIdOrName.toLowerCase());
+    if (byId !== undefined) return { agent: byId, assistantId: assistantIdOrName.toLowerCase() };
+    throw new HangarError(
+      'agent_not_found',
+      `no agent or assistant "${assistantIdOrName}"; known agents: ${this.names.join(', ') || '(none)'}`,
+      { details: { assistant_id: assistantIdOrName, known_agents: this.names } },
+    );
+  }
+
+  /** Makes sure every loaded agent has its default assistant in the tenant. */
+  async syncAssistants(db: Queryable, tenantId: string): Promise<void> {
+    for (const agent of this.agents.values()) {
+      await db.query(
+        `INSERT INTO assistants (tenant_id, assistant_id, graph_id, name, description, metadata)
+         VALUES ($1, $2, $3, $3, $4, $5::jsonb)
+         ON CONFLICT (tenant_id, assistant_id) DO UPDATE SET description = EXCLUDED.description`,
+        [tenantId, uuidv5(agent.name), agent.name, agent.description ?? null, json({ created_by: 'system' })],
+      );
+    }
+  }
+}

@@ -1,0 +1,100 @@
+import pg from 'pg';
+import type { Logger } from 'pino';
+import type { EventEnvelope } from '../events/envelope.ts';
+import type { Bus, ThreadMessage, Unsubscribe } from './bus.ts';
+import { MemoryBus } from './memory.ts';
+
+export interface PostgresBusOptions {
+  connectionString: string;
+  /** Channel names are scoped by schema so isolated deployments (and tests) don't hear each other. */
+  schema: string;
+  logger: Logger;
+}
+
+/**
+ * A bus over Postgres LISTEN/NOTIFY for deployments without Redis. Only hints
+ * cross processes ("thread T's log reached seq N", "work is queued"); local
+ * subscribers in the same process still get events directly.
+ */
+export class PostgresBus implements Bus {
+  private readonly local = new MemoryBus();
+  private readonly publisher: pg.Pool;
+  private listener: pg.Client | undefined;
+  private readonly eventsChannel: string;
+  private readonly workChannel: string;
+  private closed = false;
+
+  constructor(private readonly options: PostgresBusOptions) {
+    this.publisher = new pg.Pool({ connectionString: options.connectionString, max: 2 });
+    this.publisher.on('error', () => {});
+    this.eventsChannel = `hangar_${options.schema}_events`;
+    this.workChannel = `hangar_${options.schema}_work`;
+  }
+
+  async start(): Promise<void> {
+    await this.connectListener();
+  }
+
+  private async connectListener(): Promise<void> {
+    const client = new pg.Client({ connectionString: this.options.connectionString });
+    client.on('error', (err) => {
+      this.options.logger.warn({ err }, 'bus listener connection lost; reconnecting');
+      this.listener = undefined;
+      void client.end().catch(() => {});
+      if (!this.closed) setTimeout(() => void this.connectListener().catch(() => {}), 500);
+    });
+    client.on('notification', (msg) => {
+      if (msg.channel === this.workChannel) {
+        this.local.notifyWork();
+        return;
+      }
+      const payload = msg.payload ?? '';
+      const sep = payload.indexOf(':');
+      if (sep <= 0) return;
+      const threadId = payload.slice(0, sep);
+      const lastSeq = Number(payload.slice(sep + 1));
+      this.local.dispatchHint(threadId, lastSeq);
+    });
+    await client.connect();
+    await client.query(`LISTEN ${this.eventsChannel}`);
+    await client.query(`LISTEN ${this.workChannel}`);
+    this.listener = client;
+    // Anything published while we were disconnected is only a missed hint:
+    // wake everyone so they re-read the log.
+    this.local.notifyWork();
+    this.local.dispatchHintToAll();
+  }
+
+  publishEvents(threadId: string, events: readonly EventEnvelope[]): void {
+    const last = events[events.length - 1];
+    if (last === undefined) return;
+    this.local.publishEvents(threadId, events);
+    this.notify(this.eventsChannel, `${threadId}:${last.seq}`);
+  }
+
+  subscribeThread(threadId: string, handler: (message: ThreadMessage) => void): Unsubscribe {
+    return this.local.subscribeThread(threadId, handler);
+  }
+
+  notifyWork(): void {
+    this.notify(this.workChannel, '');
+  }
+
+  onWork(handler: () => void): Unsubscribe {
+    return this.local.onWork(handler);
+  }
+
+  private notify(channel: string, payload: string): void {
+    if (this.closed) return;
+    this.publisher.query('SELECT pg_notify($1, $2)', [channel, payload]).catch((err: unknown) => {
+      this.options.logger.debug({ err }, 'bus notify failed (a hint only; readers poll)');
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.listener?.end().catch(() => {});
+    await this.publisher.end().catch(() => {});
+    await this.local.close();
+  }
+}

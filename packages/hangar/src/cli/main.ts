@@ -1,0 +1,93 @@
+import { parseArgs } from 'node:util';
+import { ConfigError } from '../config/load.ts';
+import { runClientCommand } from './run.ts';
+import { runServerCommand } from './serve.ts';
+
+const HELP = `hangar — durable runtime for long-running AI agents
+
+Usage:
+  hangar dev      [--port 8123] [--host 127.0.0.1] [--data-dir ./.hangar] [--config ./hangar.config.ts]
+                  One process: API + worker on embedded Postgres (PGlite) and an in-process bus.
+  hangar worker   [--config ./hangar.config.ts] [--concurrency N]      (needs DATABASE_URL)
+  hangar gateway  [--port 8123] [--host 0.0.0.0] [--config ./hangar.config.ts]   (needs DATABASE_URL)
+  hangar migrate                                                        (needs DATABASE_URL)
+  hangar run <agent> --input '<json>' [--follow] [--thread <id>] [--url http://127.0.0.1:8123]
+                  Submits a run to a server and prints it (with --follow, its events until it ends).
+
+Environment: DATABASE_URL, HANGAR_SCHEMA, HANGAR_MODEL, HANGAR_LLM_BASE_URL, HANGAR_LLM_API_KEY,
+OPENAI_API_KEY, ANTHROPIC_API_KEY, HANGAR_LEASE_MS, HANGAR_WORKER_CONCURRENCY, LOG_LEVEL.
+`;
+
+/** The CLI. Returns the exit code; user errors print one line, never a stack. */
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'dev':
+      case 'worker':
+      case 'gateway':
+      case 'migrate':
+        return await runServerCommand(command, parseFlags(rest));
+      case 'run':
+        return await runClientCommand(parseFlags(rest));
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        process.stdout.write(HELP);
+        return command === undefined ? 1 : 0;
+      default:
+        process.stderr.write(`hangar: unknown command "${command}"\n\n${HELP}`);
+        return 2;
+    }
+  } catch (err) {
+    if (err instanceof ConfigError || err instanceof UsageError) {
+      process.stderr.write(`hangar: ${err.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`hangar: ${err instanceof Error ? err.message : String(err)}\n`);
+    return 1;
+  }
+}
+
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+export interface Flags {
+  positionals: string[];
+  values: Record<string, string | boolean | undefined>;
+}
+
+function parseFlags(args: string[]): Flags {
+  try {
+    const { values, positionals } = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        port: { type: 'string' },
+        host: { type: 'string' },
+        'data-dir': { type: 'string' },
+        config: { type: 'string' },
+        concurrency: { type: 'string' },
+        input: { type: 'string' },
+        follow: { type: 'boolean', short: 'f' },
+        thread: { type: 'string' },
+        url: { type: 'string' },
+      },
+    });
+    return { positionals, values };
+  } catch (err) {
+    throw new UsageError(`${err instanceof Error ? err.message : String(err)} (see hangar --help)`);
+  }
+}
+
+export function intFlag(flags: Flags, name: string, fallback: number, min: number, max: number): number {
+  const raw = flags.values[name];
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (typeof raw !== 'string' || !Number.isInteger(value) || value < min || value > max) {
+    throw new UsageError(`--${name} must be an integer from ${min} to ${max}, got "${String(raw)}"`);
+  }
+  return value;
+}

@@ -1,0 +1,161 @@
+/**
+ * The closed set of error codes Hangar reports, over HTTP and on runs.
+ *
+ * Every code maps to exactly one HTTP status (for API errors) and says whether
+ * a run that fails with it may be retried. `docs/errors.md` documents each one;
+ * `errors.test.ts` keeps the two in sync.
+ */
+export const ERROR_CODES = {
+  // Request errors (gateway).
+  invalid_json: { http: 400, retryable: false, summary: 'The request body is not valid JSON.' },
+  invalid_request: {
+    http: 400,
+    retryable: false,
+    summary: 'A path, query or body field is missing or has the wrong type.',
+  },
+  unauthorized: { http: 401, retryable: false, summary: 'No valid API key was presented.' },
+  forbidden: { http: 403, retryable: false, summary: 'The API key lacks the scope this operation needs.' },
+  not_found: {
+    http: 404,
+    retryable: false,
+    summary: 'The object does not exist (or belongs to another tenant).',
+  },
+  agent_not_found: {
+    http: 404,
+    retryable: false,
+    summary: 'No agent with that name or assistant id is configured.',
+  },
+  conflict: {
+    http: 409,
+    retryable: false,
+    summary: 'The request conflicts with the current state of the object.',
+  },
+  body_too_large: { http: 413, retryable: false, summary: 'The request body exceeds the configured limit.' },
+  unsupported_media_type: {
+    http: 415,
+    retryable: false,
+    summary: 'The request body must be application/json.',
+  },
+  input_invalid: {
+    http: 422,
+    retryable: false,
+    summary: "The run input does not match the agent's input schema.",
+  },
+  rate_limited: {
+    http: 429,
+    retryable: true,
+    summary: 'Too many requests or too many pending runs; retry after the given delay.',
+  },
+  internal: {
+    http: 500,
+    retryable: true,
+    summary: 'An unexpected server error. This is a bug; please report it.',
+  },
+  unavailable: {
+    http: 503,
+    retryable: true,
+    summary: 'The server is shutting down or a dependency is unreachable.',
+  },
+  // Run errors (worker): the `error.code` of a run that ended in `error`.
+  agent_error: { http: 500, retryable: true, summary: 'The agent code threw an error.' },
+  output_invalid: {
+    http: 500,
+    retryable: false,
+    summary: "The agent's return value does not match its output schema.",
+  },
+  step_not_serializable: {
+    http: 500,
+    retryable: false,
+    summary: 'A step returned a value that cannot be stored as JSON.',
+  },
+  nondeterminism: {
+    http: 500,
+    retryable: false,
+    summary: "The agent's step sequence differs from the run's recorded history.",
+  },
+  llm_not_configured: {
+    http: 500,
+    retryable: false,
+    summary: 'The agent called ctx.llm but no model is configured.',
+  },
+  step_timeout: {
+    http: 500,
+    retryable: true,
+    summary: 'A step ran longer than its timeout and was aborted.',
+  },
+  invalid_agent_call: {
+    http: 500,
+    retryable: false,
+    summary: 'The agent used the SDK wrongly (e.g. a step inside a step, a bad channel name).',
+  },
+  lease_lost: {
+    http: 409,
+    retryable: true,
+    summary: 'The worker lost its lease on the run; another worker owns it now.',
+  },
+} as const satisfies Record<string, { http: number; retryable: boolean; summary: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export interface HangarErrorOptions {
+  cause?: unknown;
+  details?: Record<string, unknown>;
+  /** Overrides the code's default retry meaning. */
+  retryable?: boolean;
+}
+
+/**
+ * The one error class Hangar throws on purpose. `code` is from the closed set
+ * above; `details` is safe to show to API clients (no stack, no secrets).
+ *
+ * @example
+ * throw new HangarError('not_found', `run ${runId} not found`, { details: { run_id: runId } });
+ */
+export class HangarError extends Error {
+  override readonly name = 'HangarError';
+  readonly code: ErrorCode;
+  readonly details: Record<string, unknown> | undefined;
+  readonly retryable: boolean;
+
+  constructor(code: ErrorCode, message: string, options: HangarErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.details = options.details;
+    this.retryable = options.retryable ?? ERROR_CODES[code].retryable;
+  }
+
+  get httpStatus(): number {
+    return ERROR_CODES[this.code].http;
+  }
+
+  /** The JSON error shape of the API: `{ error, message, details? }`. */
+  toJSON(): { error: ErrorCode; message: string; details?: Record<string, unknown> } {
+    return this.details === undefined
+      ? { error: this.code, message: this.message }
+      : { error: this.code, message: this.message, details: this.details };
+  }
+}
+
+export function isHangarError(err: unknown, code?: ErrorCode): err is HangarError {
+  return err instanceof HangarError && (code === undefined || err.code === code);
+}
+
+/** The error stored on a failed run: type and message, never a stack. */
+export interface RunErrorRecord {
+  code: ErrorCode;
+  type: string;
+  message: string;
+  details?: Record<string, unknown>;
+}
+
+export function toRunError(err: unknown): RunErrorRecord {
+  if (err instanceof HangarError) {
+    const record: RunErrorRecord = { code: err.code, type: err.name, message: err.message };
+    if (err.details !== undefined) record.details = err.details;
+    return record;
+  }
+  if (err instanceof Error) {
+    return { code: 'agent_error', type: err.name || err.constructor.name, message: err.message };
+  }
+  return { code: 'agent_error', type: typeof err, message: String(err) };
+}

@@ -1,0 +1,66 @@
+import type { FastifyInstance } from 'fastify';
+import { HangarError } from '../../errors.ts';
+import { sqlState, UNIQUE_VIOLATION } from '../../store/sql.ts';
+import { createThread, getThread, threadHistory } from '../../threads/repository.ts';
+import type { GatewayDeps } from '../app.ts';
+import { parseWith } from '../errors.ts';
+import { ListQuery, ThreadCreateBody, ThreadParams } from '../schemas.ts';
+
+export function registerThreadRoutes(app: FastifyInstance, deps: GatewayDeps): void {
+  app.post('/threads', async (request) => {
+    const body = parseWith(ThreadCreateBody, request.body ?? {}, '');
+    const tenantId = deps.tenantOf(request);
+    try {
+      return await createThread(deps.db, {
+        tenantId,
+        ...(body.thread_id === undefined ? {} : { threadId: body.thread_id }),
+        ...(body.metadata === undefined ? {} : { metadata: body.metadata }),
+      });
+    } catch (err) {
+      if (sqlState(err) !== UNIQUE_VIOLATION || body.thread_id === undefined) throw err;
+      const existing = await getThread(deps.db, tenantId, body.thread_id);
+      if (body.if_exists === 'do_nothing' && existing !== null) return existing;
+      throw new HangarError('conflict', `thread ${body.thread_id} already exists`, {
+        details: { thread_id: body.thread_id },
+      });
+    }
+  });
+
+  app.get('/threads/:thread_id', async (request) => {
+    const { thread_id } = parseWith(ThreadParams, request.params, 'path');
+    const thread = await getThread(deps.db, deps.tenantOf(request), thread_id);
+    if (thread === null)
+      throw new HangarError('not_found', `thread ${thread_id} not found`, { details: { thread_id } });
+    return thread;
+  });
+
+  app.get('/threads/:thread_id/state', async (request) => {
+    const { thread_id } = parseWith(ThreadParams, request.params, 'path');
+    const tenantId = deps.tenantOf(request);
+    const thread = await getThread(deps.db, tenantId, thread_id);
+    if (thread === null)
+      throw new HangarError('not_found', `thread ${thread_id} not found`, { details: { thread_id } });
+    const [latest] = await threadHistory(deps.db, tenantId, thread_id, 1);
+    return {
+      values: thread.values,
+      next: [],
+      tasks: [],
+      metadata: thread.metadata,
+      created_at: latest?.created_at ?? thread.created_at,
+      checkpoint: { thread_id, checkpoint_ns: '', checkpoint_id: latest?.checkpoint_id ?? null },
+      parent_checkpoint: latest?.parent_checkpoint_id
+        ? { thread_id, checkpoint_ns: '', checkpoint_id: latest.parent_checkpoint_id }
+        : null,
+    };
+  });
+
+  app.get('/threads/:thread_id/history', async (request) => {
+    const { thread_id } = parseWith(ThreadParams, request.params, 'path');
+    const { limit } = parseWith(ListQuery, request.query, 'query');
+    const tenantId = deps.tenantOf(request);
+    if ((await getThread(deps.db, tenantId, thread_id)) === null) {
+      throw new HangarError('not_found', `thread ${thread_id} not found`, { details: { thread_id } });
+    }
+    return threadHistory(deps.db, tenantId, thread_id, limit);
+  });
+}

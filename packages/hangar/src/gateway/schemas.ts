@@ -1,0 +1,30 @@
+import { z } from 'zod';
+
+export const Uuid = z.string().uuid();
+const JsonObject = z.record(z.string(), z.unknown());
+
+export const ThreadParams = z.object({ thread_id: Uuid });
+export const RunParams = z.object({ thread_id: Uuid, run_id: Uuid });
+
+/** The LangGraph `RunCreate` body (fields Hangar does not use yet are accepted and ignored). */
+export const RunCreateBody = z.looseObject({
+  assistant_id: z.string().min(1).max(200),
+  input: z.unknown().optional(),
+  metadata: JsonObject.optional(),
+  config: JsonObject.optional(),
+  kwargs: JsonObject.optional(),
+  run_id: Uuid.optional(),
+  multitask_strategy: z.enum(['reject', 'interrupt', 'rollback', 'enqueue']).optional(),
+  if_not_exists: z.enum(['create', 'reject']).optional(),
+  priority: z.number().int().min(-1000).max(1000).optional(),
+});
+
+export const ThreadCreateBody = z.looseObject({
+  thread_id: Uuid.optional(),
+  metadata: JsonObject.optional(),
+  if_exists: z.enum(['raise', 'do_nothing']).optional(),
+});
+
+export const ListQuery = z.object({
+  limit: z.coerce.number().int().min(1).max(1000).default(10),
+});

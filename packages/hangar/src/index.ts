@@ -1,0 +1,17 @@
+/**
+ * Hangar's public API for agent authors.
+ *
+ * @example
+ * import { defineAgent } from 'hangar';
+ * import { z } from 'zod';
+ */
+
+export { defineConfig, type HangarConfig } from './config/load.ts';
+export { ERROR_CODES, type ErrorCode, HangarError } from './errors.ts';
+export type { EventEnvelope } from './events/envelope.ts';
+export type { RunStatus } from './runs/status.ts';
+export type { Run } from './runs/types.ts';
+export { type Agent, type AgentSpec, agentJsonSchemas, defineAgent } from './sdk/agent.ts';
+export type { LlmClient, RunContext, StepContext, StepOptions, ThreadState } from './sdk/context.ts';
+export type { LlmRequest, LlmResult, LlmUsage, ModelSpec } from './sdk/llm.ts';
+export type { Duration } from './util/duration.ts';

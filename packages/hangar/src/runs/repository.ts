@@ -1,0 +1,346 @@
+import { randomUUID } from 'node:crypto';
+import { HangarError, type RunErrorRecord } from '../errors.ts';
+import { iso, json, type Queryable, type SqlClient } from '../store/sql.ts';
+import type { MultitaskStrategy, RunStatus } from './status.ts';
+import type { ClaimedRun, Lease, Run } from './types.ts';
+
+type RunRow = {
+  run_id: string;
+  thread_id: string;
+  assistant_id: string;
+  tenant_id: string;
+  agent: string;
+  status: RunStatus;
+  input: unknown;
+  output: unknown;
+  error: RunErrorRecord | null;
+  config: Record<string, unknown>;
+  metadata: Record<string, unknown>;
+  kwargs: Record<string, unknown>;
+  multitask_strategy: MultitaskStrategy;
+  attempt: number;
+  lease_epoch: number;
+  lease_owner: string | null;
+  base_values: Record<string, unknown> | null;
+  created_at: Date;
+  updated_at: Date;
+  started_at: Date | null;
+  finished_at: Date | null;
+};
+
+const RUN_COLUMNS = `run_id, thread_id, assistant_id, tenant_id, agent, status, input, output, error, config,
+  metadata, kwargs, multitask_strategy, attempt, lease_epoch, lease_owner, base_values, created_at, updated_at,
+  started_at, finished_at`;
+
+function toRun(row: RunRow): Run {
+  return {
+    run_id: row.run_id,
+    thread_id: row.thread_id,
+    assistant_id: row.assistant_id,
+    tenant_id: row.tenant_id,
+    agent: row.agent,
+    status: row.status,
+    input: row.input,
+    output: row.output,
+    error: row.error,
+    config: row.config,
+    metadata: row.metadata,
+    kwargs: row.kwargs,
+    multitask_strategy: row.multitask_strategy,
+    attempt: Number(row.attempt),
+    created_at: iso(row.created_at) ?? '',
+    updated_at: iso(row.updated_at) ?? '',
+    started_at: iso(row.started_at),
+    finished_at: iso(row.finished_at),
+  };
+}
+
+export interface CreateRunInput {
+  tenantId: string;
+  agent: string;
+  assistantId: string;
+  input: unknown;
+  /** Omit for a stateless run: a thread is created for it in the same transaction. */
+  threadId?: string;
+  /** A client-supplied run id (idempotent create). */
+  runId?: string;
+  config?: Record<string, unknown>;
+  metadata?: Record<string, unknown>;
+  kwargs?: Record<string, unknown>;
+  multitaskStrategy?: MultitaskStrategy;
+  priority?: number;
+  /** Create the thread if it does not exist (`if_not_exists: 'create'`). */
+  createThread?: boolean;
+}
+
+/**
+ * Creates a run and enqueues it in one transaction: the row *is* the queue
+ * entry, so there is no dual write to lose.
+ */
+export async function createRun(db: SqlClient, input: CreateRunInput): Promise<Run> {
+  return db.transaction((tx) => createRunInTx(tx, input));
+}
+
+export async function createRunInTx(tx: Queryable, input: CreateRunInput): Promise<Run> {
+  const runId = input.runId ?? randomUUID();
+  const strategy = input.multitaskStrategy ?? 'reject';
+  let threadId = input.threadId;
+  if (threadId === undefined) {
+    threadId = randomUUID();
+    await tx.query(`INSERT INTO threads (thread_id, tenant_id, metadata) VALUES ($1, $2, $3::jsonb)`, [
+      threadId,
+      input.tenantId,
+      json({ stateless: true }),
+    ]);
+  } else {
+    // Lock the thread row: concurrent creates on one thread see each other's runs.
+    const thread = await tx.query<{ active_run_id: string | null }>(
+      'SELECT active_run_id FROM threads WHERE thread_id = $1 AND tenant_id = $2 FOR UPDATE',
+      [threadId, input.tenantId],
+    );
+    if (thread.rowCount === 0) {
+      if (!input.createThread) {
+        throw new HangarError('not_found', `thread ${threadId} not found`, {
+          details: { thread_id: threadId },
+        });
+      }
+      await tx.query('INSERT INTO threads (thread_id, tenant_id) VALUES ($1, $2)', [
+        threadId,
+        input.tenantId,
+      ]);
+    } else if (strategy === 'reject') {
+      const busy = await tx.query(
+        `SELECT 1 FROM runs WHERE thread_id = $1 AND status IN ('pending', 'running', 'waiting') LIMIT 1`,
+        [threadId],
+      );
+      if (busy.rowCount > 0) {
+        throw new HangarError('conflict', `thread ${threadId} is busy with another run`, {
+          details: { thread_id: threadId, multitask_strategy: 'reject' },
+        });
+      }
+    }
+  }
+  const res = await tx.query<RunRow>(
+    `INSERT INTO runs (run_id, tenant_id, thread_id, assistant_id, agent, input, config, metadata, kwargs,
+       multitask_strategy, priority)
+     VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8::jsonb, $9::jsonb, $10, $11)
+     RETURNING ${RUN_COLUMNS}`,
+    [
+      runId,
+      input.tenantId,
+      threadId,
+      input.assistantId,
+      input.agent,
+      json(input.input ?? null),
+      json(input.config ?? {}),
+      json(input.metadata ?? {}),
+      json(input.kwargs ?? {}),
+      strategy,
+      input.priority ?? 0,
+    ],
+  );
+  const row = res.rows[0];
+  if (row === undefined) throw new Error('INSERT … RETURNING returned no row');
+  return toRun(row);
+}
+
+export async function getRun(db: Queryable, tenantId: string, runId: string): Promise<Run | null> {
+  const res = await db.query<RunRow>(`SELECT ${RUN_COLUMNS} FROM runs WHERE run_id = $1 AND tenant_id = $2`, [
+    runId,
+    tenantId,
+  ]);
+  const row = res.rows[0];
+  return row === undefined ? null : toRun(row);
+}
+
+export async function listThreadRuns(
+  db: Queryable,
+  tenantId: string,
+  threadId: string,
+  limit = 100,
+): Promise<Run[]> {
+  const res = await db.query<RunRow>(
+    `SELECT ${RUN_COLUMNS} FROM runs WHERE thread_id = $1 AND tenant_id = $2 ORDER BY created_at DESC LIMIT $3`,
+    [threadId, tenantId, limit],
+  );
+  return res.rows.map(toRun);
+}
+
+export interface ClaimOptions {
+  owner: string;
+  leaseMs: number;
+  /** Only claim runs of these agents (the worker's loaded agents). */
+  agents: readonly string[];
+}
+
+/**
+ * Claims the next claimable run: highest priority, then oldest. Claimable means
+ * `pending`, or `waiting` whose `available_at` has passed, on a thread that is
+ * free or already held by this very run. `SKIP LOCKED` lets many workers claim
+ * at once without waiting on each other; the conditional thread update is what
+ * keeps two runs of one thread from running together.
+ */
+export async function claimRun(db: SqlClient, options: ClaimOptions): Promise<ClaimedRun | null> {
+  for (let tries = 0; tries < 5; tries++) {
+    const outcome = await db.transaction(async (tx) => {
+      const candidate = await tx.query<{ run_id: string; thread_id: string }>(
+        `SELECT r.run_id, r.thread_id FROM runs r JOIN threads t ON t.thread_id = r.thread_id
+         WHERE r.status IN ('pending', 'waiting') AND r.available_at <= now() AND r.agent = ANY($1::text[])
+           AND (t.active_run_id IS NULL OR t.active_run_id = r.run_id)
+         ORDER BY r.priority DESC, r.available_at, r.created_at
+         LIMIT 1
+         FOR UPDATE OF r SKIP LOCKED`,
+        [options.agents],
+      );
+      const picked = candidate.rows[0];
+      if (picked === undefined) return 'empty' as const;
+      const thread = await tx.query<{ values: Record<string, unknown> }>(
+        `UPDATE threads SET active_run_id = $1, status = 'busy', updated_at = now()
+         WHERE thread_id = $2 AND (active_run_id IS NULL OR active_run_id = $1)
+         RETURNING "values"`,
+        [picked.run_id, picked.thread_id],
+      );
+      const threadRow = thread.rows[0];
+      // Another worker took the thread for a different run between our read and this update.
+      if (threadRow === undefined) return 'raced' as const;
+      const res = await tx.query<RunRow>(
+        `UPDATE runs SET status = 'running', lease_owner = $2, lease_epoch = lease_epoch + 1,
+           lease_expires_at = now() + ($3::bigint * interval '1 millisecond'), attempt = attempt + 1,
+           base_values = COALESCE(base_values, $4::jsonb), started_at = COALESCE(started_at, now()),
+           updated_at = now()
+         WHERE run_id = $1 RETURNING ${RUN_COLUMNS}`,
+        [picked.run_id, options.owner, options.leaseMs, json(threadRow.values)],
+      );
+      const row = res.rows[0];
+      if (row === undefined) throw new Error('claimed run vanished');
+      return row;
+    });
+    if (outcome === 'empty') return null;
+    if (outcome === 'raced') continue;
+    const run = toRun(outcome);
+    return {
+      run,
+      lease: {
+        runId: run.run_id,
+        threadId: run.thread_id,
+        tenantId: run.tenant_id,
+        owner: options.owner,
+        epoch: Number(outcome.lease_epoch),
+      },
+      baseValues: outcome.base_values ?? {},
+    };
+  }
+  return null;
+}
+
+/**
+ * Checks the lease and extends it, inside the caller's transaction. Every
+ * worker write starts with this: a worker whose lease was taken over gets
+ * `lease_lost` and its transaction rolls back, so it cannot commit anything.
+ */
+export async function fence(tx: Queryable, lease: Lease, leaseMs: number): Promise<void> {
+  const res = await tx.query(
+    `UPDATE runs SET lease_expires_at = now() + ($3::bigint * interval '1 millisecond'), updated_at = now()
+     WHERE run_id = $1 AND lease_epoch = $2 AND status = 'running'`,
+    [lease.runId, lease.epoch, leaseMs],
+  );
+  if (res.rowCount === 0) throw leaseLost(lease);
+}
+
+function leaseLost(lease: Lease): HangarError {
+  return new HangarError(
+    'lease_lost',
+    `lease on run ${lease.runId} (epoch ${lease.epoch}) is no longer held`,
+    {
+      details: { run_id: lease.runId, epoch: lease.epoch },
+    },
+  );
+}
+
+/** Extends the lease; false when it was lost. */
+export async function heartbeat(db: Queryable, lease: Lease, leaseMs: number): Promise<boolean> {
+  const res = await db.query(
+    `UPDATE runs SET lease_expires_at = now() + ($3::bigint * interval '1 millisecond')
+     WHERE run_id = $1 AND lease_epoch = $2 AND status = 'running'`,
+    [lease.runId, lease.epoch, leaseMs],
+  );
+  return res.rowCount > 0;
+}
+
+export interface FinishInput {
+  status: 'success' | 'error' | 'cancelled' | 'timeout' | 'dead';
+  output?: unknown;
+  error?: RunErrorRecord;
+}
+
+/** Ends the run and frees its thread, inside the caller's (fenced) transaction. */
+export async function finishRunInTx(tx: Queryable, lease: Lease, input: FinishInput): Promise<void> {
+  const res = await tx.query(
+    `UPDATE runs SET status = $3, output = $4::jsonb, error = $5::jsonb, lease_owner = NULL,
+       lease_expires_at = NULL, finished_at = now(), updated_at = now()
+     WHERE run_id = $1 AND lease_epoch = $2 AND status = 'running'`,
+    [lease.runId, lease.epoch, input.status, json(input.output ?? null), json(input.error ?? null)],
+  );
+  if (res.rowCount === 0) throw leaseLost(lease);
+  await tx.query(
+    `UPDATE threads SET active_run_id = NULL, status = $2, updated_at = now()
+     WHERE thread_id = $1 AND active_run_id = $3`,
+    [
+      lease.threadId,
+      input.status === 'success' || input.status === 'cancelled' ? 'idle' : 'error',
+      lease.runId,
+    ],
+  );
+}
+
+/**
+ * Suspends a running run until `availableAt` (a durable sleep): the lease is
+ * released, the thread stays held by this run, and any worker may claim it
+ * when the time comes.
+ */
+export async function suspendRunInTx(tx: Queryable, lease: Lease, availableAt: Date): Promise<void> {
+  const res = await tx.query(
+    `UPDATE runs SET status = 'waiting', available_at = $3, lease_owner = NULL, lease_expires_at = NULL,
+       updated_at = now()
+     WHERE run_id = $1 AND lease_epoch = $2 AND status = 'running'`,
+    [lease.runId, lease.epoch, availableAt],
+  );
+  if (res.rowCount === 0) throw leaseLost(lease);
+}
+
+/** Hands a run back to the queue without counting the attempt (graceful drain). */
+export async function releaseRun(db: Queryable, lease: Lease): Promise<boolean> {
+  const res = await db.query(
+    `UPDATE runs SET status = 'pending', attempt = attempt - 1, lease_owner = NULL, lease_expires_at = NULL,
+       available_at = now(), updated_at = now()
+     WHERE run_id = $1 AND lease_epoch = $2 AND status = 'running'`,
+    [lease.runId, lease.epoch],
+  );
+  return res.rowCount > 0;
+}
+
+/**
+ * The sweeper: re-queues runs whose lease expired (their worker died or was
+ * partitioned). The thread stays held by the run, so it resumes before any
+ * other run of that thread. Returns the re-queued run ids.
+ */
+export async function requeueExpiredLeases(db: Queryable, limit = 100): Promise<string[]> {
+  const res = await db.query<{ run_id: string }>(
+    `UPDATE runs SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, available_at = now(),
+       updated_at = now()
+     WHERE run_id IN (
+       SELECT run_id FROM runs WHERE status = 'running' AND lease_expires_at < now()
+       ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+     RETURNING run_id`,
+    [limit],
+  );
+  return res.rows.map((r) => r.run_id);
+}
+
+/** The earliest time a waiting run becomes claimable (for idle workers' timers). */
+export async function nextWakeAt(db: Queryable): Promise<Date | null> {
+  const res = await db.query<{ at: Date | null }>(
+    `SELECT min(available_at) AS at FROM runs WHERE status = 'waiting'`,
+  );
+  return res.rows[0]?.at ?? null;
+}

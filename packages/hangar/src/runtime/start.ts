@@ -1,0 +1,81 @@
+import type { Logger } from 'pino';
+import { AgentRegistry } from '../assistants/registry.ts';
+import type { Bus } from '../bus/bus.ts';
+import { createGateway } from '../gateway/app.ts';
+import type { Agent } from '../sdk/agent.ts';
+import type { LlmSettings } from '../sdk/llm.ts';
+import { migrate } from '../store/migrate.ts';
+import type { SqlClient } from '../store/sql.ts';
+import { WORKER_DEFAULTS, Worker, type WorkerOptions } from '../worker/worker.ts';
+
+export type WorkerSettings = Partial<Omit<WorkerOptions, 'db' | 'bus' | 'agents' | 'logger' | 'llm'>>;
+
+export interface StartOptions {
+  db: SqlClient;
+  bus: Bus;
+  agents: ReadonlyMap<string, Agent>;
+  logger: Logger;
+  llm?: LlmSettings;
+  /** Serve the HTTP API (gateway role). */
+  gateway?: { port: number; host: string; bodyLimitBytes?: number };
+  /** Execute runs (worker role). */
+  worker?: WorkerSettings;
+  /** Apply migrations first (default true). */
+  migrate?: boolean;
+}
+
+export interface RunningHangar {
+  /** The gateway's base URL, when it serves one. */
+  url: string | undefined;
+  worker: Worker | undefined;
+  registry: AgentRegistry;
+  stop(): Promise<void>;
+}
+
+/** Starts the roles of one Hangar process on an open store and bus. */
+export async function startHangar(options: StartOptions): Promise<RunningHangar> {
+  const { db, bus, logger } = options;
+  if (options.migrate !== false) await migrate(db);
+  const registry = new AgentRegistry(options.agents);
+  await registry.syncAssistants(db, 'default');
+
+  let worker: Worker | undefined;
+  if (options.worker !== undefined) {
+    worker = new Worker({
+      ...WORKER_DEFAULTS,
+      ...options.worker,
+      db,
+      bus,
+      agents: options.agents,
+      logger: logger.child({ role: 'worker' }),
+      llm: options.llm ?? {},
+    });
+    worker.start();
+  }
+
+  let gateway: ReturnType<typeof createGateway> | undefined;
+  let url: string | undefined;
+  if (options.gateway !== undefined) {
+    gateway = createGateway({
+      db,
+      bus,
+      registry,
+      logger: logger.child({ role: 'gateway' }),
+      ...(options.gateway.bodyLimitBytes === undefined
+        ? {}
+        : { bodyLimitBytes: options.gateway.bodyLimitBytes }),
+    });
+    const address = await gateway.app.listen({ port: options.gateway.port, host: options.gateway.host });
+    url = address.replace('[::1]', 'localhost');
+  }
+
+  return {
+    url,
+    worker,
+    registry,
+    async stop() {
+      await gateway?.close();
+      await worker?.stop();
+    },
+  };
+}

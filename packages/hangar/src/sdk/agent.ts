@@ -1,0 +1,79 @@
+import { z } from 'zod';
+import type { RunContext } from './context.ts';
+
+const AGENT_BRAND = Symbol.for('hangar.agent');
+const NAME_PATTERN = /^[a-zA-Z][a-zA-Z0-9_-]{0,63}$/;
+
+export interface AgentSpec<I extends z.ZodType, O> {
+  /** Unique name; it is the assistant's `graph_id` and what `hangar run <agent>` takes. */
+  name: string;
+  description?: string;
+  /** Validates run input before the run is created (422 naming the path when it fails). */
+  input: I;
+  /** Validates the return value; a mismatch ends the run with `output_invalid`. */
+  output?: z.ZodType<O>;
+  /**
+   * The agent's code. Between durable operations (`ctx.step`, `ctx.sleep`,
+   * `ctx.llm`, …) it must be deterministic: on resume it runs again from the
+   * top and completed steps return their recorded results.
+   */
+  run(ctx: RunContext, input: z.output<I>): Promise<O>;
+}
+
+export interface Agent<I extends z.ZodType = z.ZodType, O = unknown> extends AgentSpec<I, O> {
+  readonly [AGENT_BRAND]: true;
+}
+
+/**
+ * Defines an agent.
+ *
+ * @example
+ * export default defineAgent({
+ *   name: 'greeter',
+ *   input: z.object({ name: z.string() }),
+ *   async run(ctx, input) {
+ *     const greeting = await ctx.step('greet', async () => `Hello, ${input.name}`);
+ *     await ctx.emit('custom', { greeting });
+ *     return { greeting };
+ *   },
+ * });
+ */
+export function defineAgent<I extends z.ZodType, O>(spec: AgentSpec<I, O>): Agent<I, O> {
+  if (typeof spec !== 'object' || spec === null) throw new TypeError('defineAgent expects an object');
+  if (typeof spec.name !== 'string' || !NAME_PATTERN.test(spec.name)) {
+    throw new TypeError(
+      `agent name ${JSON.stringify(spec.name)} is invalid: use letters, digits, "-" or "_", starting with a letter`,
+    );
+  }
+  if (!isZodSchema(spec.input)) {
+    throw new TypeError(
+      `agent "${spec.name}": "input" must be a zod schema (import { z } from 'zod', zod v4)`,
+    );
+  }
+  if (typeof spec.run !== 'function') throw new TypeError(`agent "${spec.name}": "run" must be a function`);
+  return Object.freeze({ ...spec, [AGENT_BRAND]: true as const });
+}
+
+/** Duck-typed so an app's own copy of zod v4 works too. */
+function isZodSchema(value: unknown): value is z.ZodType {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    '_zod' in value &&
+    typeof (value as { safeParse?: unknown }).safeParse === 'function'
+  );
+}
+
+export function isAgent(value: unknown): value is Agent {
+  return (
+    typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[AGENT_BRAND] === true
+  );
+}
+
+/** The agent's input and output schemas as JSON Schema (for `/assistants/{id}/schemas`). */
+export function agentJsonSchemas(agent: Agent): { input: unknown; output: unknown } {
+  return {
+    input: z.toJSONSchema(agent.input, { unrepresentable: 'any' }),
+    output: agent.output === undefined ? null : z.toJSONSchema(agent.output, { unrepresentable: 'any' }),
+  };
+}

@@ -1,0 +1,75 @@
+import type { Logger } from 'pino';
+import type { Duration } from '../util/duration.ts';
+import type { LlmRequest, LlmResult } from './llm.ts';
+
+/** What a step's function receives. */
+export interface StepContext {
+  /** Aborted when the run is cancelled, loses its lease, or the step times out. */
+  signal: AbortSignal;
+  /** 1 on the first execution of this step, more when a crash made it run again. */
+  attempt: number;
+  /**
+   * Stable across re-executions of this step (`run:step`): pass it to external
+   * systems so a repeated call is recognized and not performed twice.
+   */
+  idempotencyKey: string;
+}
+
+export interface StepOptions {
+  /** Abort the step (via its signal) and fail it after this long. */
+  timeout?: Duration;
+}
+
+/** The thread's state, persisted across runs on the same thread. */
+export interface ThreadState<S extends Record<string, unknown> = Record<string, unknown>> {
+  /** The current values (a copy). */
+  get(): S;
+  /** Replaces the values; saved with the next checkpoint. */
+  set(values: S): void;
+  /** Shallow-merges a patch into the values; saved with the next checkpoint. */
+  update(patch: Partial<S>): void;
+}
+
+export interface LlmClient {
+  /**
+   * Calls the configured language model as a durable step named `name`: text
+   * deltas stream to the `messages` channel, token usage is recorded with the
+   * step, and on resume the recorded result is returned without a new call.
+   */
+  generate(name: string, request: LlmRequest): Promise<LlmResult>;
+}
+
+/**
+ * The run context an agent's `run(ctx, input)` receives.
+ *
+ * @example
+ * async run(ctx, input) {
+ *   const page = await ctx.step('fetch', ({ signal }) => fetch(input.url, { signal }).then((r) => r.text()));
+ *   await ctx.sleep('10m');                       // frees the worker; resumes on any worker
+ *   const { text } = await ctx.llm.generate('summarize', { prompt: page.slice(0, 4000) });
+ *   ctx.state.update({ lastSummary: text });      // thread state, kept across runs
+ *   return { summary: text };
+ * }
+ */
+export interface RunContext {
+  readonly runId: string;
+  readonly threadId: string;
+  readonly agent: string;
+  /** The run's attempt number (1 on first execution, +1 for each resume after a lost worker). */
+  readonly attempt: number;
+  /** Aborted when the run is cancelled or this worker loses the run. */
+  readonly signal: AbortSignal;
+  readonly log: Logger;
+  readonly state: ThreadState;
+  readonly llm: LlmClient;
+  /**
+   * Runs `fn` once per run: its result is checkpointed, and on resume the
+   * recorded result is returned without calling `fn` again. The result must be
+   * JSON-serializable.
+   */
+  step<T>(name: string, fn: (step: StepContext) => T | Promise<T>, options?: StepOptions): Promise<T>;
+  /** Emits an event on a channel (`custom` for application data). */
+  emit(channel: string, data: unknown): Promise<void>;
+  /** Sleeps durably: the worker is freed and the run resumes on any worker when the time is up. */
+  sleep(duration: Duration): Promise<void>;
+}

@@ -1,0 +1,79 @@
+import { json, type Queryable } from '../store/sql.ts';
+
+export type StepKind = 'step' | 'sleep' | 'llm' | 'interrupt' | 'wait_event';
+
+/** A recorded step, by its position in the run's sequence of durable operations. */
+export interface StepRecord {
+  index: number;
+  name: string;
+  kind: StepKind;
+  status: 'completed' | 'failed' | 'sleeping';
+  result: unknown;
+  attempt: number;
+  usage: Record<string, unknown> | null;
+  wakeAt: Date | null;
+}
+
+type StepRow = {
+  step_index: number;
+  name: string;
+  kind: StepKind;
+  status: StepRecord['status'];
+  result: unknown;
+  attempt: number;
+  usage: Record<string, unknown> | null;
+  wake_at: Date | null;
+};
+
+export async function loadSteps(db: Queryable, runId: string): Promise<StepRecord[]> {
+  const res = await db.query<StepRow>(
+    `SELECT step_index, name, kind, status, result, attempt, usage, wake_at FROM steps
+     WHERE run_id = $1 ORDER BY step_index`,
+    [runId],
+  );
+  return res.rows.map((r) => ({
+    index: Number(r.step_index),
+    name: r.name,
+    kind: r.kind,
+    status: r.status,
+    result: r.result,
+    attempt: Number(r.attempt),
+    usage: r.usage,
+    wakeAt: r.wake_at === null ? null : new Date(r.wake_at),
+  }));
+}
+
+export interface StepWrite {
+  index: number;
+  name: string;
+  kind: StepKind;
+  status: StepRecord['status'];
+  result?: unknown;
+  attempt: number;
+  usage?: Record<string, unknown>;
+  wakeAt?: Date;
+  startedAt: Date;
+}
+
+/** Records a step inside the caller's fenced transaction (upsert: a sleeping step later completes). */
+export async function writeStep(tx: Queryable, runId: string, step: StepWrite): Promise<void> {
+  await tx.query(
+    `INSERT INTO steps (run_id, step_index, name, kind, status, result, attempt, usage, wake_at, started_at)
+     VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8::jsonb, $9, $10)
+     ON CONFLICT (run_id, step_index) DO UPDATE SET status = EXCLUDED.status, result = EXCLUDED.result,
+       attempt = EXCLUDED.attempt, usage = EXCLUDED.usage, finished_at = now()`,
+    [
+      runId,
+      step.index,
+      step.name,
+      step.kind,
+      step.status,
+      // A JSON null marks "returned undefined"; both replay as the recorded value.
+      json(step.result ?? null),
+      step.attempt,
+      json(step.usage),
+      step.wakeAt ?? null,
+      step.startedAt,
+    ],
+  );
+}

@@ -1,0 +1,71 @@
+import pg from 'pg';
+import type { Queryable, QueryResult, SqlClient } from './sql.ts';
+
+// int8 (seq, counters) fits comfortably in a double for any realistic log.
+pg.types.setTypeParser(pg.types.builtins.INT8, (value) => Number(value));
+
+export interface PostgresOptions {
+  connectionString: string;
+  /** Schema to use (created if missing); tests use one per suite. Defaults to `public`. */
+  schema?: string;
+  /** Pool size. */
+  max?: number;
+  applicationName?: string;
+}
+
+class PoolClientQueryable implements Queryable {
+  constructor(private readonly client: pg.PoolClient) {}
+  async query<R>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
+    const res = await this.client.query(sql, params as unknown[] | undefined);
+    return { rows: res.rows as R[], rowCount: res.rowCount ?? 0 };
+  }
+}
+
+export class PostgresClient implements SqlClient {
+  readonly dialect = 'postgres' as const;
+  readonly pool: pg.Pool;
+  readonly schema: string;
+
+  constructor(options: PostgresOptions) {
+    this.schema = options.schema ?? 'public';
+    if (!/^[a-z_][a-z0-9_]*$/.test(this.schema)) throw new Error(`invalid schema name "${this.schema}"`);
+    this.pool = new pg.Pool({
+      connectionString: options.connectionString,
+      max: options.max ?? 10,
+      application_name: options.applicationName ?? 'hangar',
+      options: `-c search_path=${this.schema}`,
+    });
+    // An idle client that loses its connection must not crash the process; the pool replaces it.
+    this.pool.on('error', () => {});
+  }
+
+  async query<R>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
+    const res = await this.pool.query(sql, params as unknown[] | undefined);
+    return { rows: res.rows as R[], rowCount: res.rowCount ?? 0 };
+  }
+
+  async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      const result = await fn(new PoolClientQueryable(client));
+      await client.query('COMMIT');
+      return result;
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw err;
+    } finally {
+      client.release();
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+}
+
+export async function openPostgres(options: PostgresOptions): Promise<PostgresClient> {
+  const client = new PostgresClient(options);
+  if (client.schema !== 'public') await client.query(`CREATE SCHEMA IF NOT EXISTS ${client.schema}`);
+  return client;
+}

@@ -1,0 +1,41 @@
+/**
+ * The store port: the narrowest SQL capability Hangar needs. Both adapters
+ * (Postgres over `pg`, embedded PGlite) implement it, and every repository in
+ * `runs/`, `steps/`, `events/` is written once against it.
+ */
+export interface QueryResult<R> {
+  rows: R[];
+  rowCount: number;
+}
+
+export interface Queryable {
+  query<R = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>>;
+}
+
+export interface SqlClient extends Queryable {
+  readonly dialect: 'postgres' | 'pglite';
+  /** Runs `fn` in one transaction; commits when it resolves, rolls back when it throws. */
+  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+/** Postgres's SQLSTATE for a unique violation. */
+export const UNIQUE_VIOLATION = '23505';
+
+export function sqlState(err: unknown): string | undefined {
+  if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string')
+    return err.code;
+  return undefined;
+}
+
+/** Serializes a JSON parameter; pass it with a `::jsonb` cast. */
+export function json(value: unknown): string | null {
+  return value === undefined ? null : JSON.stringify(value);
+}
+
+/** Timestamps come back as `Date` from both adapters; the API speaks ISO strings. */
+export function iso(value: unknown): string | null {
+  if (value === null || value === undefined) return null;
+  if (value instanceof Date) return value.toISOString();
+  return new Date(String(value)).toISOString();
+}

@@ -1,0 +1,302 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import type { Logger } from 'pino';
+import { HangarError } from '../errors.ts';
+import { CHANNEL_PATTERN, type PendingEvent } from '../events/envelope.ts';
+import { suspendRunInTx } from '../runs/repository.ts';
+import type { Lease } from '../runs/types.ts';
+import type { LlmClient, RunContext, StepContext, StepOptions, ThreadState } from '../sdk/context.ts';
+import {
+  type LlmRequest,
+  type LlmResult,
+  type LlmSettings,
+  resolveModel,
+  streamCompletion,
+} from '../sdk/llm.ts';
+import type { StepKind, StepRecord, StepWrite } from '../steps/repository.ts';
+import { writeStep } from '../steps/repository.ts';
+import { checkpointValue, jsonRoundTrip } from '../steps/serialize.ts';
+import type { Queryable } from '../store/sql.ts';
+import { saveThreadValues } from '../threads/repository.ts';
+import { type Duration, toMs } from '../util/duration.ts';
+import type { RunCommitter } from './committer.ts';
+
+/**
+ * Thrown through the agent's code when the run suspends itself (a durable
+ * sleep): the attempt ends here and the run continues later on any worker.
+ * Agent code that catches it can't keep going: every later ctx call rethrows.
+ */
+export class SuspendSignal extends Error {
+  override readonly name = 'SuspendSignal';
+  constructor(readonly until: Date) {
+    super(`run suspended until ${until.toISOString()}`);
+  }
+}
+
+const currentStep = new AsyncLocalStorage<{ name: string }>();
+
+export interface ContextOptions {
+  lease: Lease;
+  agent: string;
+  attempt: number;
+  history: StepRecord[];
+  baseValues: Record<string, unknown>;
+  committer: RunCommitter;
+  signal: AbortSignal;
+  logger: Logger;
+  llm: LlmSettings;
+  coalesceMs: number;
+}
+
+/** Step results are stored wrapped, so `undefined` replays as `undefined`. */
+type Stored = { v?: unknown };
+
+export class WorkerRunContext implements RunContext {
+  readonly runId: string;
+  readonly threadId: string;
+  readonly agent: string;
+  readonly attempt: number;
+  readonly signal: AbortSignal;
+  readonly log: Logger;
+  readonly state: ThreadState;
+  readonly llm: LlmClient;
+
+  private nextIndex = 0;
+  private emitsSinceOp = 0;
+  private values: Record<string, unknown>;
+  private valuesDirty = false;
+  private suspendedUntil: Date | undefined;
+
+  constructor(private readonly options: ContextOptions) {
+    this.runId = options.lease.runId;
+    this.threadId = options.lease.threadId;
+    this.agent = options.agent;
+    this.attempt = options.attempt;
+    this.signal = options.signal;
+    this.log = options.logger;
+    this.values = structuredClone(options.baseValues);
+    this.state = {
+      get: () => structuredClone(this.values),
+      set: (values) => this.setValues(values),
+      update: (patch) => this.setValues({ ...this.values, ...patch }),
+    };
+    this.llm = { generate: (name, request) => this.generate(name, request) };
+  }
+
+  /** Set when the run suspended itself during this attempt. */
+  get suspended(): Date | undefined {
+    return this.suspendedUntil;
+  }
+
+  /** How many durable operations the code reached (for the determinism check at the end). */
+  get operationsReached(): number {
+    return this.nextIndex;
+  }
+
+  async step<T>(
+    name: string,
+    fn: (step: StepContext) => T | Promise<T>,
+    options: StepOptions = {},
+  ): Promise<T> {
+    const { index, record } = this.claim(name, 'step');
+    if (record?.status === 'completed') return (record.result as Stored).v as T;
+    const startedAt = new Date();
+    const controller = new AbortController();
+    const onAbort = () => controller.abort(this.signal.reason);
+    this.signal.addEventListener('abort', onAbort, { once: true });
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const execution = currentStep.run({ name }, async () =>
+        fn({ signal: controller.signal, attempt: this.attempt, idempotencyKey: `${this.runId}:${index}` }),
+      );
+      const value =
+        options.timeout === undefined
+          ? await execution
+          : await Promise.race([
+              execution,
+              new Promise<never>((_, reject) => {
+                const ms = toMs(options.timeout as Duration, `step "${name}" timeout`);
+                timer = setTimeout(() => {
+                  const err = new HangarError('step_timeout', `step "${name}" timed out after ${ms} ms`, {
+                    details: { step: name, timeout_ms: ms },
+                  });
+                  controller.abort(err);
+                  reject(err);
+                }, ms);
+              }),
+            ]);
+      this.throwIfSuspended();
+      const stored = checkpointValue(name, value);
+      await this.checkpoint(
+        {
+          index,
+          name,
+          kind: 'step',
+          status: 'completed',
+          result: { v: stored },
+          attempt: this.attempt,
+          startedAt,
+        },
+        [{ channel: 'updates', data: { [name]: stored ?? null } }],
+      );
+      return stored as T;
+    } finally {
+      if (timer !== undefined) clearTimeout(timer);
+      this.signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  emit(channel: string, data: unknown): Promise<void> {
+    this.throwIfSuspended();
+    if (typeof channel !== 'string' || !CHANNEL_PATTERN.test(channel)) {
+      return Promise.reject(
+        new HangarError(
+          'invalid_agent_call',
+          `ctx.emit: channel ${JSON.stringify(channel)} is not a valid name`,
+        ),
+      );
+    }
+    let payload: unknown;
+    try {
+      payload = jsonRoundTrip(`ctx.emit('${channel}') was given`, data, { channel });
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const inStep = currentStep.getStore() !== undefined;
+    // Outside a step the same emit runs again on replay; its op key lets the log drop the repeat.
+    const event: PendingEvent = inStep
+      ? { channel, data: payload ?? null }
+      : { channel, data: payload ?? null, opKey: `${this.nextIndex}.${this.emitsSinceOp++}` };
+    return this.options.committer.emit(event);
+  }
+
+  async sleep(duration: Duration): Promise<void> {
+    const ms = toMs(duration, 'ctx.sleep duration');
+    const { index, record } = this.claim('sleep', 'sleep');
+    if (record?.status === 'completed') return;
+    const startedAt = new Date();
+    const wakeAt = record?.wakeAt ?? new Date(Date.now() + ms);
+    if (wakeAt.getTime() <= Date.now()) {
+      await this.checkpoint({
+        index,
+        name: 'sleep',
+        kind: 'sleep',
+        status: 'completed',
+        attempt: this.attempt,
+        startedAt,
+        wakeAt,
+      });
+      return;
+    }
+    await this.checkpoint(
+      { index, name: 'sleep', kind: 'sleep', status: 'sleeping', attempt: this.attempt, startedAt, wakeAt },
+      [
+        {
+          channel: 'lifecycle',
+          data: { event: 'run.waiting', status: 'waiting', until: wakeAt.toISOString() },
+        },
+      ],
+      (tx) => suspendRunInTx(tx, this.options.lease, wakeAt),
+    );
+    this.suspendedUntil = wakeAt;
+    throw new SuspendSignal(wakeAt);
+  }
+
+  private async generate(name: string, request: LlmRequest): Promise<LlmResult> {
+    const { index, record } = this.claim(name, 'llm');
+    if (record?.status === 'completed') return (record.result as Stored).v as LlmResult;
+    const startedAt = new Date();
+    const model = resolveModel(request.model ?? this.options.llm.model, this.options.llm);
+    const result = await currentStep.run({ name }, () =>
+      streamCompletion(model, request, {
+        signal: this.signal,
+        messageId: `${this.runId}:${index}:${this.attempt}`,
+        coalesceMs: this.options.coalesceMs,
+        sink: (data) => {
+          this.options.committer.emit({ channel: 'messages', data }).catch(() => {});
+        },
+      }),
+    );
+    this.throwIfSuspended();
+    await this.checkpoint({
+      index,
+      name,
+      kind: 'llm',
+      status: 'completed',
+      result: { v: result },
+      attempt: this.attempt,
+      startedAt,
+      usage: { ...result.usage, model: result.model },
+    });
+    return result;
+  }
+
+  /** Writes the run's thread state if it changed since the last checkpoint (inside a fenced transaction). */
+  async saveState(tx: Queryable): Promise<PendingEvent[]> {
+    if (!this.valuesDirty) return [];
+    this.valuesDirty = false;
+    const values = structuredClone(this.values);
+    await saveThreadValues(tx, { threadId: this.threadId, runId: this.runId, values });
+    return [{ channel: 'values', data: values }];
+  }
+
+  /**
+   * Takes the next position in the run's sequence of durable operations and
+   * checks it against the recorded history: code that reaches a different
+   * operation at the same position has diverged, and continuing would pair
+   * results with the wrong steps.
+   */
+  private claim(name: string, kind: StepKind): { index: number; record: StepRecord | undefined } {
+    this.throwIfSuspended();
+    if (typeof name !== 'string' || name.length === 0 || name.length > 200) {
+      throw new HangarError(
+        'invalid_agent_call',
+        `a ${kind} name must be a non-empty string of at most 200 characters`,
+      );
+    }
+    const outer = currentStep.getStore();
+    if (outer !== undefined) {
+      throw new HangarError(
+        'invalid_agent_call',
+        `"${name}" (${kind}) was called inside step "${outer.name}": durable operations cannot be nested`,
+      );
+    }
+    const index = this.nextIndex++;
+    this.emitsSinceOp = 0;
+    const record = this.options.history[index];
+    if (record !== undefined && (record.name !== name || record.kind !== kind)) {
+      throw new HangarError(
+        'nondeterminism',
+        `step #${index} diverged from the run's history: the code calls ${kind} "${name}" where the history ` +
+          `recorded ${record.kind} "${record.name}". Code between steps must be deterministic; ` +
+          'changing an agent while runs are in flight needs a new agent name or version.',
+        { details: { step_index: index, expected: record.name, actual: name } },
+      );
+    }
+    return { index, record };
+  }
+
+  private async checkpoint(
+    step: Omit<StepWrite, 'result'> & { result?: Stored },
+    events: PendingEvent[] = [],
+    extra?: (tx: Queryable) => Promise<void>,
+  ): Promise<void> {
+    await this.options.committer.commit(async (tx) => {
+      await writeStep(tx, this.runId, step);
+      if (extra !== undefined) await extra(tx);
+      return this.saveState(tx);
+    }, events);
+  }
+
+  private setValues(values: Record<string, unknown>): void {
+    this.throwIfSuspended();
+    if (typeof values !== 'object' || values === null || Array.isArray(values)) {
+      throw new HangarError('invalid_agent_call', 'ctx.state values must be a plain object');
+    }
+    this.values = jsonRoundTrip('ctx.state was given', values) as Record<string, unknown>;
+    this.valuesDirty = true;
+  }
+
+  private throwIfSuspended(): void {
+    if (this.suspendedUntil !== undefined) throw new SuspendSignal(this.suspendedUntil);
+  }
+}

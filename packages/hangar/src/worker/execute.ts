@@ -1,0 +1,185 @@
+import type { Logger } from 'pino';
+import type { Bus } from '../bus/bus.ts';
+import { HangarError, isHangarError, toRunError } from '../errors.ts';
+import type { LifecycleData } from '../events/envelope.ts';
+import { finishRunInTx, heartbeat } from '../runs/repository.ts';
+import type { ClaimedRun } from '../runs/types.ts';
+import type { Agent } from '../sdk/agent.ts';
+import type { LlmSettings } from '../sdk/llm.ts';
+import { loadSteps } from '../steps/repository.ts';
+import { jsonRoundTrip } from '../steps/serialize.ts';
+import type { SqlClient } from '../store/sql.ts';
+import { RunCommitter } from './committer.ts';
+import { SuspendSignal, WorkerRunContext } from './context.ts';
+
+export interface ExecuteDeps {
+  db: SqlClient;
+  bus: Bus;
+  logger: Logger;
+  leaseMs: number;
+  heartbeatMs: number;
+  flushMs: number;
+  coalesceMs: number;
+  maxBufferedEvents: number;
+  llm: LlmSettings;
+}
+
+/**
+ * How an attempt ended. `finished`: the run reached a terminal status.
+ * `suspended`: it sleeps until `until`. `lost`: another worker owns it now.
+ * `abandoned`: this worker could not write (database down, shutdown); the
+ * lease will expire and the sweeper re-queues the run.
+ */
+export type ExecuteOutcome =
+  | { kind: 'finished'; status: 'success' | 'error' }
+  | { kind: 'suspended'; until: Date }
+  | { kind: 'lost' }
+  | { kind: 'abandoned'; error: unknown };
+
+/** Executes one attempt of a claimed run, from its checkpoints. */
+export async function executeRun(
+  deps: ExecuteDeps,
+  claimed: ClaimedRun,
+  agent: Agent,
+  stop: AbortSignal,
+): Promise<ExecuteOutcome> {
+  const { run, lease } = claimed;
+  const log = deps.logger.child({
+    run_id: run.run_id,
+    thread_id: run.thread_id,
+    agent: run.agent,
+    attempt: run.attempt,
+  });
+  const controller = new AbortController();
+  const onStop = () => controller.abort(new HangarError('unavailable', 'the worker is shutting down'));
+  stop.addEventListener('abort', onStop, { once: true });
+  const committer = new RunCommitter({
+    db: deps.db,
+    bus: deps.bus,
+    lease,
+    attempt: run.attempt,
+    leaseMs: deps.leaseMs,
+    flushMs: deps.flushMs,
+    maxBuffered: deps.maxBufferedEvents,
+  });
+  let lost = false;
+  let lastBeat = Date.now();
+  const beat = setInterval(() => {
+    heartbeat(deps.db, lease, deps.leaseMs).then(
+      (held) => {
+        if (held) {
+          lastBeat = Date.now();
+          return;
+        }
+        lost = true;
+        controller.abort(new HangarError('lease_lost', `run ${run.run_id} was taken over by another worker`));
+      },
+      (err: unknown) => {
+        log.warn({ err }, 'heartbeat failed');
+        // Past the lease the run may already be someone else's: stop touching the outside world.
+        if (Date.now() - lastBeat > deps.leaseMs) {
+          lost = true;
+          controller.abort(new HangarError('lease_lost', 'heartbeats failed for longer than the lease'));
+        }
+      },
+    );
+  }, deps.heartbeatMs);
+  beat.unref();
+
+  const started = Date.now();
+  try {
+    const history = await loadSteps(deps.db, run.run_id);
+    const ctx = new WorkerRunContext({
+      lease,
+      agent: run.agent,
+      attempt: run.attempt,
+      history,
+      baseValues: claimed.baseValues,
+      committer,
+      signal: controller.signal,
+      logger: log,
+      llm: deps.llm,
+      coalesceMs: deps.coalesceMs,
+    });
+    const startEvent: LifecycleData = { event: 'run.started', status: 'running', attempt: run.attempt };
+    await committer.emit({ channel: 'lifecycle', data: startEvent });
+
+    let output: unknown;
+    try {
+      const parsed = agent.input.safeParse(run.input);
+      if (!parsed.success) {
+        throw new HangarError(
+          'input_invalid',
+          `input no longer matches agent "${agent.name}": ${parsed.error.message}`,
+        );
+      }
+      output = await agent.run(ctx, parsed.data);
+      if (ctx.suspended !== undefined) throw new SuspendSignal(ctx.suspended);
+      if (agent.output !== undefined) {
+        const checked = agent.output.safeParse(output);
+        if (!checked.success) {
+          throw new HangarError(
+            'output_invalid',
+            `agent "${agent.name}" returned output that fails its schema`,
+            {
+              details: {
+                issues: checked.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })),
+              },
+            },
+          );
+        }
+        output = checked.data;
+      }
+      output = jsonRoundTrip(`agent "${agent.name}" returned`, output);
+      const recorded = history.filter((s) => s.status === 'completed').length;
+      if (ctx.operationsReached < recorded) {
+        const missing = history[ctx.operationsReached];
+        throw new HangarError(
+          'nondeterminism',
+          `step #${ctx.operationsReached} diverged from the run's history: the code finished without reaching ` +
+            `${missing?.kind ?? 'step'} "${missing?.name ?? '?'}", which the history recorded`,
+          { details: { step_index: ctx.operationsReached, expected: missing?.name ?? null, actual: null } },
+        );
+      }
+    } catch (err) {
+      if (err instanceof SuspendSignal || ctx.suspended !== undefined) {
+        const until = ctx.suspended ?? (err as SuspendSignal).until;
+        log.info({ until: until.toISOString() }, 'run suspended');
+        return { kind: 'suspended', until };
+      }
+      if (lost || isHangarError(err, 'lease_lost')) throw err;
+      if (committer.failed !== undefined) throw committer.failed;
+      if (stop.aborted) throw err;
+      const error = toRunError(err);
+      log.error({ err, duration_ms: Date.now() - started }, 'run failed');
+      const end: LifecycleData = { event: 'run.completed', status: 'error', terminal: true, error };
+      await committer.commit(async (tx) => {
+        const state = await ctx.saveState(tx);
+        await finishRunInTx(tx, lease, { status: 'error', error });
+        return [...state, { channel: 'lifecycle', data: end }];
+      });
+      return { kind: 'finished', status: 'error' };
+    }
+    const end: LifecycleData = { event: 'run.completed', status: 'success', terminal: true, output };
+    // Values events go before the terminal event: the terminal event is the last of the run.
+    await committer.commit(async (tx) => {
+      const state = await ctx.saveState(tx);
+      await finishRunInTx(tx, lease, { status: 'success', output });
+      return [...state, { channel: 'lifecycle', data: end }];
+    });
+    log.info({ duration_ms: Date.now() - started }, 'run succeeded');
+    return { kind: 'finished', status: 'success' };
+  } catch (err) {
+    if (lost || isHangarError(err, 'lease_lost')) {
+      log.warn({ err }, 'lease lost; another worker continues the run');
+      return { kind: 'lost' };
+    }
+    log.error({ err }, 'run attempt abandoned; the lease will expire and the run resume elsewhere');
+    return { kind: 'abandoned', error: err };
+  } finally {
+    clearInterval(beat);
+    stop.removeEventListener('abort', onStop);
+    committer.dispose();
+    if (!controller.signal.aborted) controller.abort(new Error('run attempt ended'));
+  }
+}

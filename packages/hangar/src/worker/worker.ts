@@ -1,0 +1,176 @@
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { Logger } from 'pino';
+import type { Bus, Unsubscribe } from '../bus/bus.ts';
+import { claimRun, releaseRun, requeueExpiredLeases } from '../runs/repository.ts';
+import type { ClaimedRun } from '../runs/types.ts';
+import type { Agent } from '../sdk/agent.ts';
+import type { LlmSettings } from '../sdk/llm.ts';
+import type { SqlClient } from '../store/sql.ts';
+import { type ExecuteOutcome, executeRun } from './execute.ts';
+
+export interface WorkerOptions {
+  db: SqlClient;
+  bus: Bus;
+  agents: ReadonlyMap<string, Agent>;
+  logger: Logger;
+  /** Runs executed at once. */
+  concurrency: number;
+  /** Lease length; a dead worker's run resumes elsewhere within about this long (+ sweep interval). */
+  leaseMs: number;
+  heartbeatMs: number;
+  /** Fallback poll for work when no bus hint arrives. */
+  pollMs: number;
+  sweepMs: number;
+  flushMs: number;
+  coalesceMs: number;
+  maxBufferedEvents: number;
+  llm: LlmSettings;
+  id?: string;
+}
+
+export const WORKER_DEFAULTS = {
+  concurrency: 10,
+  leaseMs: 5_000,
+  heartbeatMs: 1_000,
+  pollMs: 1_000,
+  sweepMs: 1_000,
+  flushMs: 25,
+  coalesceMs: 25,
+  maxBufferedEvents: 500,
+} as const;
+
+/**
+ * Claims runs and executes them. Work is found through bus hints (new run,
+ * run freed) and, as a fallback, a poll; the sweeper returns runs whose
+ * worker died to the queue.
+ */
+export class Worker {
+  readonly id: string;
+  private readonly running = new Map<string, Promise<ExecuteOutcome>>();
+  private readonly stopController = new AbortController();
+  private claiming = false;
+  private again = false;
+  private timers: NodeJS.Timeout[] = [];
+  private unsubscribe: Unsubscribe | undefined;
+  private readonly agentNames: string[];
+
+  constructor(private readonly options: WorkerOptions) {
+    this.id = options.id ?? `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+    this.agentNames = [...options.agents.keys()];
+  }
+
+  get activeRuns(): number {
+    return this.running.size;
+  }
+
+  start(): void {
+    this.unsubscribe = this.options.bus.onWork(() => this.wake());
+    this.timers.push(setInterval(() => this.wake(), this.options.pollMs));
+    this.timers.push(setInterval(() => void this.sweep(), this.options.sweepMs));
+    for (const t of this.timers) t.unref();
+    this.options.logger.info({ worker_id: this.id, agents: this.agentNames }, 'worker started');
+    this.wake();
+  }
+
+  /** Claims until the worker is full or the queue is empty. Re-entrant calls coalesce. */
+  wake(): void {
+    if (this.stopController.signal.aborted) return;
+    if (this.claiming) {
+      this.again = true;
+      return;
+    }
+    this.claiming = true;
+    void this.claimLoop().finally(() => {
+      this.claiming = false;
+      if (this.again) {
+        this.again = false;
+        this.wake();
+      }
+    });
+  }
+
+  private async claimLoop(): Promise<void> {
+    const { db, leaseMs, concurrency, logger } = this.options;
+    while (
+      !this.stopController.signal.aborted &&
+      this.running.size < concurrency &&
+      this.agentNames.length > 0
+    ) {
+      let claimed: ClaimedRun | null;
+      try {
+        claimed = await claimRun(db, { owner: this.id, leaseMs, agents: this.agentNames });
+      } catch (err) {
+        logger.warn({ err }, 'claim failed; retrying on the next poll');
+        return;
+      }
+      if (claimed === null) return;
+      this.launch(claimed);
+    }
+  }
+
+  private launch(claimed: ClaimedRun): void {
+    const { run } = claimed;
+    const agent = this.options.agents.get(run.agent);
+    if (agent === undefined) throw new Error(`claimed run ${run.run_id} of unknown agent ${run.agent}`);
+    const tracked = executeRun(this.options, claimed, agent, this.stopController.signal)
+      .then(async (outcome) => {
+        if (outcome.kind === 'suspended') {
+          const timer = setTimeout(() => this.wake(), Math.max(0, outcome.until.getTime() - Date.now()));
+          timer.unref();
+        }
+        if (outcome.kind === 'finished') this.options.bus.notifyWork();
+        if (outcome.kind === 'abandoned' && this.stopController.signal.aborted) {
+          // Shutting down: hand the run back now instead of letting its lease run out.
+          await releaseRun(this.options.db, claimed.lease).catch(() => false);
+        }
+        return outcome;
+      })
+      .catch((err: unknown): ExecuteOutcome => {
+        this.options.logger.error({ err, run_id: run.run_id }, 'run execution crashed');
+        return { kind: 'abandoned', error: err };
+      })
+      .finally(() => {
+        this.running.delete(run.run_id);
+        this.wake();
+      });
+    this.running.set(run.run_id, tracked);
+  }
+
+  private async sweep(): Promise<void> {
+    try {
+      const requeued = await requeueExpiredLeases(this.options.db);
+      if (requeued.length > 0) {
+        this.options.logger.info({ run_ids: requeued }, 're-queued runs whose lease expired');
+        this.options.bus.notifyWork();
+        this.wake();
+      }
+    } catch (err) {
+      this.options.logger.warn({ err }, 'lease sweep failed');
+    }
+  }
+
+  /**
+   * Stops claiming, aborts the runs in progress and hands them back to the
+   * queue (their completed steps are kept; the interrupted step runs again).
+   */
+  async stop(deadlineMs = 10_000): Promise<void> {
+    if (this.stopController.signal.aborted) return;
+    this.stopController.abort();
+    for (const t of this.timers) clearInterval(t);
+    this.unsubscribe?.();
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, deadlineMs);
+    });
+    await Promise.race([Promise.allSettled([...this.running.values()]), deadline]);
+    clearTimeout(timer);
+    if (this.running.size > 0) {
+      this.options.logger.warn(
+        { run_ids: [...this.running.keys()] },
+        'runs ignored the abort; their leases will expire',
+      );
+    }
+    this.options.logger.info({ worker_id: this.id }, 'worker stopped');
+  }
+}
