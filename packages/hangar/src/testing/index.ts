@@ -1,0 +1,4 @@
+/** Test helpers: real Postgres schemas, PGlite, and real `hangar` processes. */
+export * from './db.ts';
+export * from './logger.ts';
+export * from './processes.ts';
