@@ -52,8 +52,9 @@ export async function appendEvents(
   const opKeys = events.flatMap((e) => (e.opKey === undefined ? [] : [e.opKey]));
   if (opKeys.length > 0 && ctx.runId !== null) {
     const seen = await tx.query<{ op_key: string }>(
-      'SELECT op_key FROM events WHERE run_id = $1 AND op_key = ANY($2::text[])',
-      [ctx.runId, opKeys],
+      // Arrays travel as JSON: PGlite and pg serialize JS arrays differently.
+      'SELECT op_key FROM events WHERE run_id = $1 AND op_key IN (SELECT jsonb_array_elements_text($2::jsonb))',
+      [ctx.runId, json(opKeys)],
     );
     if (seen.rowCount > 0) {
       const logged = new Set(seen.rows.map((r) => r.op_key));

@@ -185,12 +185,12 @@ export async function claimRun(db: SqlClient, options: ClaimOptions): Promise<Cl
     const outcome = await db.transaction(async (tx) => {
       const candidate = await tx.query<{ run_id: string; thread_id: string }>(
         `SELECT r.run_id, r.thread_id FROM runs r JOIN threads t ON t.thread_id = r.thread_id
-         WHERE r.status IN ('pending', 'waiting') AND r.available_at <= now() AND r.agent = ANY($1::text[])
+         WHERE r.status IN ('pending', 'waiting') AND r.available_at <= now() AND r.agent IN (SELECT jsonb_array_elements_text($1::jsonb))
            AND (t.active_run_id IS NULL OR t.active_run_id = r.run_id)
          ORDER BY r.priority DESC, r.available_at, r.created_at
          LIMIT 1
          FOR UPDATE OF r SKIP LOCKED`,
-        [options.agents],
+        [json(options.agents)],
       );
       const picked = candidate.rows[0];
       if (picked === undefined) return 'empty' as const;
@@ -296,12 +296,13 @@ export async function finishRunInTx(tx: Queryable, lease: Lease, input: FinishIn
 /**
  * Suspends a running run until `availableAt` (a durable sleep): the lease is
  * released, the thread stays held by this run, and any worker may claim it
- * when the time comes.
+ * when the time comes. Waking up is not a new attempt, so the claim that
+ * resumes it keeps the attempt number (attempts count failures, not sleeps).
  */
 export async function suspendRunInTx(tx: Queryable, lease: Lease, availableAt: Date): Promise<void> {
   const res = await tx.query(
     `UPDATE runs SET status = 'waiting', available_at = $3, lease_owner = NULL, lease_expires_at = NULL,
-       updated_at = now()
+       attempt = attempt - 1, updated_at = now()
      WHERE run_id = $1 AND lease_epoch = $2 AND status = 'running'`,
     [lease.runId, lease.epoch, availableAt],
   );

@@ -1,4 +1,4 @@
-import { PGlite, type Transaction } from '@electric-sql/pglite';
+import { PGlite, type Results, type Transaction } from '@electric-sql/pglite';
 import type { Queryable, QueryResult, SqlClient } from './sql.ts';
 
 /**
@@ -23,7 +23,7 @@ export class PGliteClient implements SqlClient {
   query<R>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
     return this.exclusive(async () => {
       const res = await this.db.query<R>(sql, params as unknown[] | undefined);
-      return { rows: res.rows, rowCount: res.affectedRows ?? res.rows.length };
+      return toResult(res);
     });
   }
 
@@ -33,7 +33,7 @@ export class PGliteClient implements SqlClient {
         const queryable: Queryable = {
           async query<R>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
             const res = await tx.query<R>(sql, params as unknown[] | undefined);
-            return { rows: res.rows, rowCount: res.affectedRows ?? res.rows.length };
+            return toResult(res);
           },
         };
         return fn(queryable);
@@ -44,6 +44,14 @@ export class PGliteClient implements SqlClient {
   async close(): Promise<void> {
     await this.exclusive(() => this.db.close());
   }
+}
+
+/**
+ * PGlite reports `affectedRows: 0` for a SELECT; `pg`'s rowCount is the
+ * number of rows returned. Statements that return rows count their rows.
+ */
+function toResult<R>(res: Results<R>): QueryResult<R> {
+  return { rows: res.rows, rowCount: res.fields.length > 0 ? res.rows.length : (res.affectedRows ?? 0) };
 }
 
 /** Opens (creating if needed) an embedded database in `dataDir`; in memory when omitted. */

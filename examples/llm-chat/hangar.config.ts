@@ -1,0 +1,1 @@
+export default { agents: ['./agents/chat.ts'] };
