@@ -1,99 +1,63 @@
 /**
  * The closed set of error codes Hangar reports, over HTTP and on runs.
  *
- * Every code maps to exactly one HTTP status (for API errors) and says whether
- * a run that fails with it may be retried. `docs/errors.md` documents each one;
+ * `api` codes answer HTTP requests with their status; `run` codes are the
+ * `error.code` of a run that ended in `error` (an HTTP status only if one ever
+ * surfaces through the API, which is then a bug: 500). Each says whether the
+ * failure may be retried. `docs/errors.md` documents each one;
  * `errors.test.ts` keeps the two in sync.
  */
+interface ErrorCodeInfo {
+  kind: 'api' | 'run';
+  http: number;
+  retryable: boolean;
+  summary: string;
+}
+
+const api = (http: number, retryable: boolean, summary: string): ErrorCodeInfo => ({
+  kind: 'api',
+  http,
+  retryable,
+  summary,
+});
+const run = (retryable: boolean, summary: string): ErrorCodeInfo => ({
+  kind: 'run',
+  http: 500,
+  retryable,
+  summary,
+});
+
 export const ERROR_CODES = {
   // Request errors (gateway).
-  invalid_json: { http: 400, retryable: false, summary: 'The request body is not valid JSON.' },
-  invalid_request: {
-    http: 400,
-    retryable: false,
-    summary: 'A path, query or body field is missing or has the wrong type.',
-  },
-  unauthorized: { http: 401, retryable: false, summary: 'No valid API key was presented.' },
-  forbidden: { http: 403, retryable: false, summary: 'The API key lacks the scope this operation needs.' },
-  not_found: {
-    http: 404,
-    retryable: false,
-    summary: 'The object does not exist (or belongs to another tenant).',
-  },
-  agent_not_found: {
-    http: 404,
-    retryable: false,
-    summary: 'No agent with that name or assistant id is configured.',
-  },
-  conflict: {
-    http: 409,
-    retryable: false,
-    summary: 'The request conflicts with the current state of the object.',
-  },
-  body_too_large: { http: 413, retryable: false, summary: 'The request body exceeds the configured limit.' },
-  unsupported_media_type: {
-    http: 415,
-    retryable: false,
-    summary: 'The request body must be application/json.',
-  },
-  input_invalid: {
-    http: 422,
-    retryable: false,
-    summary: "The run input does not match the agent's input schema.",
-  },
-  rate_limited: {
-    http: 429,
-    retryable: true,
-    summary: 'Too many requests or too many pending runs; retry after the given delay.',
-  },
-  internal: {
-    http: 500,
-    retryable: true,
-    summary: 'An unexpected server error. This is a bug; please report it.',
-  },
-  unavailable: {
-    http: 503,
-    retryable: true,
-    summary: 'The server is shutting down or a dependency is unreachable.',
-  },
-  // Run errors (worker): the `error.code` of a run that ended in `error`.
-  agent_error: { http: 500, retryable: true, summary: 'The agent code threw an error.' },
-  output_invalid: {
-    http: 500,
-    retryable: false,
-    summary: "The agent's return value does not match its output schema.",
-  },
-  step_not_serializable: {
-    http: 500,
-    retryable: false,
-    summary: 'A step returned a value that cannot be stored as JSON.',
-  },
-  nondeterminism: {
-    http: 500,
-    retryable: false,
-    summary: "The agent's step sequence differs from the run's recorded history.",
-  },
-  llm_not_configured: {
-    http: 500,
-    retryable: false,
-    summary: 'The agent called ctx.llm but no model is configured.',
-  },
-  step_timeout: {
-    http: 500,
-    retryable: true,
-    summary: 'A step ran longer than its timeout and was aborted.',
-  },
-  invalid_agent_call: {
-    http: 500,
-    retryable: false,
-    summary: 'The agent used the SDK wrongly (e.g. a step inside a step, a bad channel name).',
-  },
-  lease_lost: {
-    http: 409,
-    retryable: true,
-    summary: 'The worker lost its lease on the run; another worker owns it now.',
-  },
-} as const satisfies Record<string, { http: number; retryable: boolean; summary: string }>;
+  invalid_json: api(400, false, 'The request body is not valid JSON.'),
+  invalid_request: api(400, false, 'A path, query or body field is missing or has the wrong type.'),
+  unauthorized: api(401, false, 'No valid API key was presented.'),
+  forbidden: api(403, false, 'The API key lacks the scope this operation needs.'),
+  not_found: api(404, false, 'The object does not exist (or belongs to another tenant).'),
+  agent_not_found: api(404, false, 'No agent with that name or assistant id is configured.'),
+  conflict: api(409, false, 'The request conflicts with the current state of the object.'),
+  body_too_large: api(413, false, 'The request body exceeds the configured limit.'),
+  unsupported_media_type: api(415, false, 'The request body must be application/json.'),
+  input_invalid: api(422, false, "The run input does not match the agent's input schema."),
+  rate_limited: api(429, true, 'Too many requests or too many pending runs; retry after the given delay.'),
+  internal: api(500, true, 'An unexpected server error. This is a bug; please report it.'),
+  unavailable: api(503, true, 'The server is shutting down or a dependency is unreachable.'),
+  // Run errors: the `error.code` of a run that ended in `error`.
+  agent_error: run(true, 'The agent code threw an error.'),
+  output_invalid: run(false, "The agent's return value does not match its output schema."),
+  step_not_serializable: run(false, 'A step returned a value that cannot be stored as JSON.'),
+  nondeterminism: run(false, "The agent's step sequence differs from the run's recorded history."),
+  llm_not_configured: run(false, 'The agent called ctx.llm but no model is configured.'),
+  step_timeout: run(true, 'A step ran longer than its timeout and was aborted.'),
+  invalid_agent_call: run(
+    false,
+    'The agent used the SDK wrongly (a step inside a step, a bad channel name, …).',
+  ),
+  lease_lost: run(
+    true,
+    'The worker lost its lease on the run; another worker owns it now (never stored on a run).',
+  ),
+} as const satisfies Record<string, ErrorCodeInfo>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
 
