@@ -1,4 +1,5 @@
-import { resolve } from 'node:path';
+import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import pino from 'pino';
 import type { Bus } from '../bus/bus.ts';
 import { MemoryBus } from '../bus/memory.ts';
@@ -58,38 +59,55 @@ export async function runServerCommand(command: ServerCommand, flags: Flags): Pr
   const port = intFlag(flags, 'port', 8123, 0, 65535);
   const bodyLimitBytes = loaded.config.bodyLimitBytes ?? DEFAULT_BODY_LIMIT;
 
-  let bus: Bus;
-  let db: Awaited<ReturnType<typeof openStore>>;
-  if (command === 'dev') {
-    const dataDir = resolve(String(flags.values['data-dir'] ?? './.hangar'));
-    db = await openStore({ kind: 'pglite', dataDir });
-    bus = new MemoryBus();
-  } else {
-    const url = requireDatabaseUrl(env.DATABASE_URL, command);
-    db = await openStore({ kind: 'postgres', url, ...(schema === undefined ? {} : { schema }) });
-    const pgBus = new PostgresBus({ connectionString: url, schema: schema ?? 'public', logger });
-    await pgBus.start();
-    bus = pgBus;
-  }
-
   const host = String(flags.values.host ?? (command === 'gateway' ? '0.0.0.0' : '127.0.0.1'));
-  const hangar = await startHangar({
-    db,
-    bus,
-    agents: loaded.agents,
-    logger,
-    llm,
-    migrate: command === 'dev',
-    ...(command === 'worker' ? {} : { gateway: { port, host, bodyLimitBytes } }),
-    ...(command === 'gateway' ? {} : { worker }),
-  });
+  let bus: Bus | undefined;
+  let db: Awaited<ReturnType<typeof openStore>> | undefined;
+  let unlock = () => {};
+  let hangar: Awaited<ReturnType<typeof startHangar>>;
+  try {
+    if (command === 'dev') {
+      const dataDir = resolve(String(flags.values['data-dir'] ?? './.hangar'));
+      unlock = lockDataDir(dataDir);
+      db = await openStore({ kind: 'pglite', dataDir });
+      bus = new MemoryBus();
+    } else {
+      const url = requireDatabaseUrl(env.DATABASE_URL, command);
+      db = await openStore({ kind: 'postgres', url, ...(schema === undefined ? {} : { schema }) });
+      const pgBus = new PostgresBus({ connectionString: url, schema: schema ?? 'public', logger });
+      bus = pgBus;
+      await pgBus.start();
+    }
+    hangar = await startHangar({
+      db,
+      bus,
+      agents: loaded.agents,
+      logger,
+      llm,
+      migrate: command === 'dev',
+      ...(command === 'worker' ? {} : { gateway: { port, host, bodyLimitBytes } }),
+      ...(command === 'gateway' ? {} : { worker }),
+    });
+  } catch (err) {
+    // Close what was opened, or the open database keeps the process alive after the error.
+    await bus?.close().catch(() => {});
+    await db?.close().catch(() => {});
+    unlock();
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      throw new UsageError(
+        `port ${port} on ${host} is already in use; pass --port <free port> (0 picks one)`,
+      );
+    }
+    throw err;
+  }
 
   if (command === 'dev') {
     process.stdout.write(
       `hangar dev: serving ${[...loaded.agents.keys()].join(', ')} at ${hangar.url}\n` +
         `  data: ${resolve(String(flags.values['data-dir'] ?? './.hangar'))} (embedded Postgres)\n` +
         (llm.model === undefined ? '  llm: no model configured (set HANGAR_MODEL to use ctx.llm)\n' : '') +
-        `  try: npx hangar run ${[...loaded.agents.keys()][0] ?? '<agent>'} --input '{}' --follow\n`,
+        `  try: npx hangar run ${[...loaded.agents.keys()][0] ?? '<agent>'} --input '{}' --follow` +
+        // Without --url, `hangar run` talks to the default address.
+        `${hangar.url === 'http://127.0.0.1:8123' ? '' : ` --url ${hangar.url}`}\n`,
     );
   }
 
@@ -104,7 +122,60 @@ export async function runServerCommand(command: ServerCommand, flags: Flags): Pr
   await hangar.stop();
   await bus.close();
   await db.close();
+  unlock();
   return 0;
+}
+
+/**
+ * Takes the data directory for this process. PGlite does not lock its files,
+ * and two processes on one directory would each run a worker and write the
+ * same database files. A lock left by a process that died (SIGKILL, crash) is
+ * taken over.
+ */
+function lockDataDir(dataDir: string): () => void {
+  mkdirSync(dataDir, { recursive: true });
+  const lockPath = join(dataDir, 'hangar.pid');
+  for (let tries = 0; tries < 3; tries++) {
+    try {
+      writeFileSync(lockPath, `${process.pid}\n`, { flag: 'wx' });
+      return () => {
+        try {
+          if (readFileSync(lockPath, 'utf8').trim() === String(process.pid)) unlinkSync(lockPath);
+        } catch {
+          // Already gone.
+        }
+      };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    let holder = Number.NaN;
+    try {
+      holder = Number(readFileSync(lockPath, 'utf8').trim());
+    } catch {
+      continue; // Released between our attempt and this read.
+    }
+    if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && isAlive(holder)) {
+      throw new UsageError(
+        `data directory ${dataDir} is in use by another "hangar dev" (pid ${holder}); stop it or pass ` +
+          `another --data-dir (delete ${lockPath} if pid ${holder} is not hangar)`,
+      );
+    }
+    try {
+      unlinkSync(lockPath);
+    } catch {
+      // Another process took it over first; the next attempt sees its lock.
+    }
+  }
+  throw new UsageError(`could not lock data directory ${dataDir} (${lockPath})`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 function requireDatabaseUrl(url: string | undefined, command: string): string {

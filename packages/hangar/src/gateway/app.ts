@@ -48,7 +48,12 @@ export function createGateway(options: GatewayOptions): { app: FastifyInstance; 
     shutdown: shutdown.signal,
   };
 
-  app.setErrorHandler((err, request, reply) => sendError(request, reply, toHangarError(err, bodyLimit)));
+  // Fastify parses text/plain bodies by default; the API takes JSON only, so a JSON document sent
+  // as text/plain (a common curl mistake) gets a 415 saying so, not a confusing schema error.
+  app.removeContentTypeParser('text/plain');
+  app.setErrorHandler((err, request, reply) =>
+    sendError(request, reply, toHangarError(err, bodyLimit, request.headers['content-type'])),
+  );
   app.setNotFoundHandler((request, reply) =>
     sendError(
       request,

@@ -11,7 +11,7 @@ const FASTIFY_CODES: Record<string, HangarError['code']> = {
 };
 
 /** Maps anything thrown in a handler to the one JSON error shape; only bugs become 5xx. */
-export function toHangarError(err: unknown, bodyLimit: number): HangarError {
+export function toHangarError(err: unknown, bodyLimit: number, contentType?: string): HangarError {
   if (err instanceof HangarError) return err;
   const fastifyError = err as Partial<FastifyError>;
   const code = fastifyError.code === undefined ? undefined : FASTIFY_CODES[fastifyError.code];
@@ -21,6 +21,11 @@ export function toHangarError(err: unknown, bodyLimit: number): HangarError {
     });
   }
   if (code === 'invalid_json') return new HangarError(code, 'request body is not valid JSON');
+  if (code === 'unsupported_media_type') {
+    return new HangarError(code, `request body must be application/json, not ${contentType ?? 'unknown'}`, {
+      details: { content_type: contentType ?? null },
+    });
+  }
   if (code !== undefined) return new HangarError(code, fastifyError.message ?? code);
   if (
     typeof fastifyError.statusCode === 'number' &&

@@ -176,7 +176,8 @@ export interface ClaimOptions {
 /**
  * Claims the next claimable run: highest priority, then oldest. Claimable means
  * `pending`, or `waiting` whose `available_at` has passed, on a thread that is
- * free or already held by this very run. `SKIP LOCKED` lets many workers claim
+ * already held by this very run, or free with no older queued run (runs of one
+ * thread start in creation order). `SKIP LOCKED` lets many workers claim
  * at once without waiting on each other; the conditional thread update is what
  * keeps two runs of one thread from running together.
  */
@@ -186,7 +187,11 @@ export async function claimRun(db: SqlClient, options: ClaimOptions): Promise<Cl
       const candidate = await tx.query<{ run_id: string; thread_id: string }>(
         `SELECT r.run_id, r.thread_id FROM runs r JOIN threads t ON t.thread_id = r.thread_id
          WHERE r.status IN ('pending', 'waiting') AND r.available_at <= now() AND r.agent IN (SELECT jsonb_array_elements_text($1::jsonb))
-           AND (t.active_run_id IS NULL OR t.active_run_id = r.run_id)
+           AND (t.active_run_id = r.run_id OR (t.active_run_id IS NULL AND NOT EXISTS (
+             -- A free thread starts its oldest queued run first: without this, a claimer that
+             -- SKIP LOCKED past the oldest run (being claimed by another worker) took the next one.
+             SELECT 1 FROM runs o WHERE o.thread_id = r.thread_id AND o.status IN ('pending', 'waiting')
+               AND (o.created_at, o.run_id) < (r.created_at, r.run_id))))
          ORDER BY r.priority DESC, r.available_at, r.created_at
          LIMIT 1
          FOR UPDATE OF r SKIP LOCKED`,

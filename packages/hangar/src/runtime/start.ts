@@ -39,20 +39,6 @@ export async function startHangar(options: StartOptions): Promise<RunningHangar>
   const registry = new AgentRegistry(options.agents);
   await registry.syncAssistants(db, 'default');
 
-  let worker: Worker | undefined;
-  if (options.worker !== undefined) {
-    worker = new Worker({
-      ...WORKER_DEFAULTS,
-      ...options.worker,
-      db,
-      bus,
-      agents: options.agents,
-      logger: logger.child({ role: 'worker' }),
-      llm: options.llm ?? {},
-    });
-    worker.start();
-  }
-
   let gateway: ReturnType<typeof createGateway> | undefined;
   let url: string | undefined;
   if (options.gateway !== undefined) {
@@ -65,8 +51,30 @@ export async function startHangar(options: StartOptions): Promise<RunningHangar>
         ? {}
         : { bodyLimitBytes: options.gateway.bodyLimitBytes }),
     });
-    const address = await gateway.app.listen({ port: options.gateway.port, host: options.gateway.host });
+    let address: string;
+    try {
+      address = await gateway.app.listen({ port: options.gateway.port, host: options.gateway.host });
+    } catch (err) {
+      await gateway.close().catch(() => {});
+      throw err;
+    }
     url = address.replace('[::1]', 'localhost');
+  }
+
+  // The worker starts once the gateway listens: a process that cannot serve (port in use)
+  // exits without having claimed any run.
+  let worker: Worker | undefined;
+  if (options.worker !== undefined) {
+    worker = new Worker({
+      ...WORKER_DEFAULTS,
+      ...options.worker,
+      db,
+      bus,
+      agents: options.agents,
+      logger: logger.child({ role: 'worker' }),
+      llm: options.llm ?? {},
+    });
+    worker.start();
   }
 
   return {

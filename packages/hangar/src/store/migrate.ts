@@ -30,8 +30,13 @@ export async function loadMigrations(): Promise<Migration[]> {
  */
 export async function migrate(db: SqlClient): Promise<number[]> {
   const migrations = await loadMigrations();
-  await db.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
-    version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+  // Under the lock too: two concurrent CREATE TABLE IF NOT EXISTS can both miss the table and
+  // one fails on pg_type's unique index (processes starting together on an empty database).
+  await db.transaction(async (tx) => {
+    await tx.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+    await tx.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
+      version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+  });
   const applied: number[] = [];
   for (const migration of migrations) {
     const done = await db.transaction(async (tx) => {

@@ -1,6 +1,9 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { HangarError } from '../../errors.ts';
+import type { EventEnvelope } from '../../events/envelope.ts';
+import { readEvents } from '../../events/log.ts';
 import { createRun, getRun, listThreadRuns } from '../../runs/repository.ts';
+import { isTerminal } from '../../runs/status.ts';
 import type { Run } from '../../runs/types.ts';
 import { followThread } from '../../streaming/follow.ts';
 import { parseLastEventId, SseWriter } from '../../streaming/sse.ts';
@@ -98,15 +101,20 @@ async function streamRun(
   });
   try {
     if (lastEventId === undefined) await sse.send('metadata', { run_id: run.run_id, attempt: run.attempt });
-    for await (const event of followThread({
-      db: deps.db,
-      bus: deps.bus,
-      tenantId: run.tenant_id,
-      threadId: run.thread_id,
-      runId: run.run_id,
-      afterSeq: lastEventId ?? 0,
-      signal: abort.signal,
-    })) {
+    // A finished run's events are all in the log. Following it live would wait forever for a
+    // terminal event the client already has (a reconnect with Last-Event-ID after the end).
+    const events = isTerminal(run.status)
+      ? replayRun(deps, run, lastEventId ?? 0, abort.signal)
+      : followThread({
+          db: deps.db,
+          bus: deps.bus,
+          tenantId: run.tenant_id,
+          threadId: run.thread_id,
+          runId: run.run_id,
+          afterSeq: lastEventId ?? 0,
+          signal: abort.signal,
+        });
+    for await (const event of events) {
       await sse.sendEnvelope(event);
       if (abort.signal.aborted) break;
     }
@@ -115,5 +123,28 @@ async function streamRun(
   } finally {
     deps.shutdown.removeEventListener('abort', onClose);
     sse.end();
+  }
+}
+
+/** Pages through a finished run's events after a position, then ends. */
+async function* replayRun(
+  deps: GatewayDeps,
+  run: Run,
+  afterSeq: number,
+  signal: AbortSignal,
+): AsyncGenerator<EventEnvelope> {
+  const limit = 500;
+  let last = afterSeq;
+  while (!signal.aborted) {
+    const page = await readEvents(deps.db, run.tenant_id, run.thread_id, {
+      afterSeq: last,
+      limit,
+      runId: run.run_id,
+    });
+    for (const event of page) {
+      last = event.seq;
+      yield event;
+    }
+    if (page.length < limit) return;
   }
 }
