@@ -84,6 +84,7 @@ export async function runServerCommand(command: ServerCommand, flags: Flags): Pr
       logger,
       llm,
       migrate: command === 'dev',
+      recoverRunning: command === 'dev',
       ...(command === 'worker' ? {} : { gateway: { port, host, bodyLimitBytes } }),
       ...(command === 'gateway' ? {} : { worker }),
     });

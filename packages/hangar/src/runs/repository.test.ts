@@ -14,6 +14,7 @@ import {
   getRun,
   heartbeat,
   releaseRun,
+  requeueAllRunning,
   requeueExpiredLeases,
   suspendRunInTx,
 } from './repository.ts';
@@ -395,6 +396,23 @@ describe.each(STORE_KINDS)('runs repository on %s', (kind) => {
       expect((await runRow(finished.run.run_id)).status).toBe('success');
       expect((await runRow(pending.run_id)).status).toBe('pending');
       expect(await requeueExpiredLeases(store.db)).toEqual([]);
+    });
+
+    it('requeueAllRunning re-queues running runs even with a live lease, and nothing else', async () => {
+      const agent = newAgent();
+      await createRun(store.db, runInput(agent));
+      await createRun(store.db, runInput(agent));
+      const running = await claimOrFail(agent);
+      const finished = await claimOrFail(agent);
+      await finish(finished.lease);
+
+      const requeued = await requeueAllRunning(store.db);
+      expect(requeued).toContain(running.run.run_id);
+      expect(requeued).not.toContain(finished.run.run_id);
+      expect(await runRow(running.run.run_id)).toMatchObject({ status: 'pending', lease_owner: null });
+      expect((await runRow(finished.run.run_id)).status).toBe('success');
+      // The old holder is fenced out.
+      expect(await heartbeat(store.db, running.lease, 1_000)).toBe(false);
     });
 
     it('resumes a swept run before any other run of its thread', async () => {

@@ -343,6 +343,21 @@ export async function requeueExpiredLeases(db: Queryable, limit = 100): Promise<
   return res.rows.map((r) => r.run_id);
 }
 
+/**
+ * Re-queues every running run at once, whatever its lease says. Only for a
+ * process that knows it is the sole user of the database (`hangar dev` holds
+ * its data directory's lock): the runs it finds running belonged to a process
+ * that died, and waiting out their leases would only delay the restart.
+ */
+export async function requeueAllRunning(db: Queryable): Promise<string[]> {
+  const res = await db.query<{ run_id: string }>(
+    `UPDATE runs SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, available_at = now(),
+       updated_at = now()
+     WHERE status = 'running' RETURNING run_id`,
+  );
+  return res.rows.map((r) => r.run_id);
+}
+
 /** The earliest time a waiting run becomes claimable (for idle workers' timers). */
 export async function nextWakeAt(db: Queryable): Promise<Date | null> {
   const res = await db.query<{ at: Date | null }>(

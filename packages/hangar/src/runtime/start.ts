@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { AgentRegistry } from '../assistants/registry.ts';
 import type { Bus } from '../bus/bus.ts';
 import { createGateway } from '../gateway/app.ts';
+import { requeueAllRunning } from '../runs/repository.ts';
 import type { Agent } from '../sdk/agent.ts';
 import type { LlmSettings } from '../sdk/llm.ts';
 import { migrate } from '../store/migrate.ts';
@@ -22,6 +23,12 @@ export interface StartOptions {
   worker?: WorkerSettings;
   /** Apply migrations first (default true). */
   migrate?: boolean;
+  /**
+   * Re-queue every `running` run at start, without waiting for leases to
+   * expire. Only safe when this process is the database's sole user (`hangar
+   * dev`, which locks its data directory): such runs were its own before a crash.
+   */
+  recoverRunning?: boolean;
 }
 
 export interface RunningHangar {
@@ -36,6 +43,11 @@ export interface RunningHangar {
 export async function startHangar(options: StartOptions): Promise<RunningHangar> {
   const { db, bus, logger } = options;
   if (options.migrate !== false) await migrate(db);
+  if (options.recoverRunning === true) {
+    const recovered = await requeueAllRunning(db);
+    if (recovered.length > 0)
+      logger.info({ run_ids: recovered }, 'resuming runs left running by the last process');
+  }
   const registry = new AgentRegistry(options.agents);
   await registry.syncAssistants(db, 'default');
 

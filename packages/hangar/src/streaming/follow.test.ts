@@ -267,6 +267,30 @@ describe.each(STORE_KINDS)('followThread on %s', (kind) => {
     expect(bus.open).toBe(0);
   });
 
+  it('ends when the run has ended though the position was past its terminal event', async () => {
+    const thread = await newThread();
+    const run = randomUUID();
+    const written = await append(
+      thread,
+      [lifecycle({ event: 'run.completed', status: 'success', terminal: true })],
+      { runId: run },
+    );
+    let asked = 0;
+    // A client that already saw the terminal event reconnects: nothing is left to send, and only
+    // the run's status can tell the follower to stop.
+    const { it } = follow(thread, written[0]?.seq ?? 0, {
+      runId: run,
+      pollMs: 50,
+      runEnded: async () => {
+        asked++;
+        return asked >= 2;
+      },
+    });
+    expect(await nextWithin(it)).toEqual({ done: true, value: undefined });
+    expect(asked).toBe(2);
+    expect(bus.open).toBe(0);
+  });
+
   it("ends after the run's terminal event delivered live", async () => {
     const thread = await newThread();
     const run = randomUUID();

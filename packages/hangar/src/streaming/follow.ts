@@ -16,6 +16,12 @@ export interface FollowOptions {
   pageSize?: number;
   /** Re-read the log this often when the bus is silent (a lost hint costs latency, never events). */
   pollMs?: number;
+  /**
+   * Asked when the bus has been quiet for `pollMs` (with `runId`): true when
+   * the run has ended. The stream then ends after a last read of the log, even
+   * if the client's position was already past the run's terminal event.
+   */
+  runEnded?: () => Promise<boolean>;
   /** Live messages held while the reader is busy; past this the log is re-read instead. */
   maxQueued?: number;
 }
@@ -50,6 +56,7 @@ export async function* followThread(options: FollowOptions): AsyncGenerator<Even
   const wanted = (event: EventEnvelope) => runId === undefined || event.run_id === runId;
   try {
     let readLog = true;
+    let finalRead = false;
     while (!signal.aborted) {
       if (readLog || overflowed) {
         readLog = false;
@@ -64,6 +71,7 @@ export async function* followThread(options: FollowOptions): AsyncGenerator<Even
           }
           if (page.length < pageSize || signal.aborted) break;
         }
+        if (finalRead) return;
         continue;
       }
       const message = queue.shift();
@@ -76,7 +84,10 @@ export async function* followThread(options: FollowOptions): AsyncGenerator<Even
           };
         });
         wakeUp = undefined;
-        if (timedOut) readLog = true;
+        if (timedOut) {
+          readLog = true;
+          if (options.runEnded !== undefined && (await options.runEnded())) finalRead = true;
+        }
         continue;
       }
       if (message.kind === 'hint') {

@@ -113,6 +113,10 @@ async function streamRun(
           runId: run.run_id,
           afterSeq: lastEventId ?? 0,
           signal: abort.signal,
+          runEnded: async () => {
+            const current = await getRun(deps.db, run.tenant_id, run.run_id);
+            return current === null || isTerminal(current.status);
+          },
         });
     for await (const event of events) {
       await sse.sendEnvelope(event);
