@@ -1,0 +1,191 @@
+import type { Bus, ThreadMessage, Unsubscribe } from '../../packages/hangar/src/bus/bus.ts';
+import type { EventEnvelope } from '../../packages/hangar/src/events/envelope.ts';
+import type { Queryable, QueryResult, SqlClient } from '../../packages/hangar/src/store/sql.ts';
+import { round } from './stats.ts';
+
+/**
+ * Statement classes, recognised by the opening of the engine's SQL. The
+ * heartbeat and the fence share an opening; the fence runs inside a
+ * transaction, the heartbeat does not.
+ */
+const STATEMENTS: Array<[RegExp, string]> = [
+  [/^SELECT r\.run_id/, 'claim: select candidate'],
+  [/^UPDATE threads SET active_run_id = \$1/, 'claim: take thread'],
+  [/^UPDATE runs SET status = 'running'/, 'claim: lease run'],
+  [/^SELECT step_index/, 'load step history'],
+  [/^UPDATE runs SET lease_expires_at[\s\S]*updated_at/, 'fence (lease check)'],
+  [/^UPDATE runs SET lease_expires_at/, 'heartbeat'],
+  [/^INSERT INTO steps/, 'insert step'],
+  [/^SELECT op_key/, 'events: op_key dedupe'],
+  [/^UPDATE threads SET last_seq/, 'events: seq counter'],
+  [/^INSERT INTO events/, 'events: insert'],
+  [/^UPDATE runs SET status = \$3/, 'finish: run'],
+  [/^UPDATE threads SET active_run_id = NULL/, 'finish: free thread'],
+  [/^UPDATE threads SET "values"/, 'state: save values'],
+  [/^INSERT INTO thread_states/, 'state: history row'],
+  [/^UPDATE runs SET status = 'pending'[\s\S]*WHERE run_id IN/, 'lease sweep'],
+];
+
+function classify(sql: string): string {
+  const text = sql.trimStart();
+  for (const [pattern, name] of STATEMENTS) if (pattern.test(text)) return name;
+  return `other: ${text.slice(0, 40).replace(/\s+/g, ' ')}`;
+}
+
+/** What a transaction was for, from the statements it ran. */
+function transactionKind(statements: readonly string[]): string {
+  if (statements.includes('claim: select candidate')) return 'claim';
+  if (statements.includes('finish: run')) return 'finish';
+  if (statements.includes('insert step')) return 'step checkpoint';
+  if (statements.includes('events: insert')) return 'event flush';
+  return 'other';
+}
+
+interface Tally {
+  count: number;
+  ms: number;
+}
+
+function add(map: Map<string, Tally>, key: string, ms: number): void {
+  const t = map.get(key) ?? { count: 0, ms: 0 };
+  t.count++;
+  t.ms += ms;
+  map.set(key, t);
+}
+
+/**
+ * A SqlClient that counts and times every statement and transaction of the
+ * client it wraps. A transaction costs its statements plus two round trips
+ * (BEGIN and COMMIT, issued by the adapter) plus waiting for a pooled connection.
+ */
+export class CountingSqlClient implements SqlClient {
+  readonly dialect: SqlClient['dialect'];
+  readonly statements = new Map<string, Tally>();
+  readonly transactions = new Map<string, Tally & { statements: number }>();
+  /** Round trips outside transactions (autocommit statements). */
+  autocommit = 0;
+
+  constructor(private readonly inner: SqlClient) {
+    this.dialect = inner.dialect;
+  }
+
+  async query<R>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
+    const t0 = performance.now();
+    try {
+      return await this.inner.query<R>(sql, params);
+    } finally {
+      this.autocommit++;
+      add(this.statements, classify(sql), performance.now() - t0);
+    }
+  }
+
+  async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+    const seen: string[] = [];
+    const t0 = performance.now();
+    try {
+      return await this.inner.transaction((tx) =>
+        fn({
+          query: async <R>(sql: string, params?: readonly unknown[]) => {
+            const s0 = performance.now();
+            const name = classify(sql);
+            seen.push(name);
+            try {
+              return await tx.query<R>(sql, params);
+            } finally {
+              add(this.statements, name, performance.now() - s0);
+            }
+          },
+        }),
+      );
+    } finally {
+      const kind = transactionKind(seen);
+      const t = this.transactions.get(kind) ?? { count: 0, ms: 0, statements: 0 };
+      t.count++;
+      t.ms += performance.now() - t0;
+      t.statements += seen.length;
+      this.transactions.set(kind, t);
+    }
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+
+  reset(): void {
+    this.statements.clear();
+    this.transactions.clear();
+    this.autocommit = 0;
+  }
+}
+
+/** Counts bus traffic: on PostgresBus each publish and each work notice is one `pg_notify` round trip. */
+export class CountingBus implements Bus {
+  publishes = 0;
+  workNotices = 0;
+
+  constructor(private readonly inner: Bus) {}
+
+  publishEvents(threadId: string, events: readonly EventEnvelope[]): void {
+    if (events.length > 0) this.publishes++;
+    this.inner.publishEvents(threadId, events);
+  }
+  subscribeThread(threadId: string, handler: (message: ThreadMessage) => void): Unsubscribe {
+    return this.inner.subscribeThread(threadId, handler);
+  }
+  notifyWork(): void {
+    this.workNotices++;
+    this.inner.notifyWork();
+  }
+  onWork(handler: () => void): Unsubscribe {
+    return this.inner.onWork(handler);
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+export interface RoundTripProfile {
+  runs: number;
+  /** Per run: transactions by kind, with round trips (statements + BEGIN + COMMIT) and mean wall time. */
+  transactions: Record<string, { per_run: number; round_trips_each: number; mean_ms: number }>;
+  /** Per run: each statement class, with its mean latency. */
+  statements: Record<string, { per_run: number; mean_ms: number }>;
+  autocommit_per_run: number;
+  bus_notifies_per_run: number;
+  round_trips_per_run: number;
+  round_trips_per_step_checkpoint: number;
+  /** Write transactions (each one a WAL flush at COMMIT). */
+  transactions_per_run: number;
+}
+
+export function roundTripProfile(db: CountingSqlClient, bus: CountingBus, runs: number): RoundTripProfile {
+  const transactions: RoundTripProfile['transactions'] = {};
+  let txRoundTrips = 0;
+  let commits = 0;
+  for (const [kind, t] of db.transactions) {
+    const roundTrips = t.statements / t.count + 2;
+    transactions[kind] = {
+      per_run: round(t.count / runs, 2),
+      round_trips_each: round(roundTrips, 2),
+      mean_ms: round(t.ms / t.count),
+    };
+    txRoundTrips += t.statements + 2 * t.count;
+    commits += t.count;
+  }
+  const statements: RoundTripProfile['statements'] = {};
+  for (const [name, t] of [...db.statements].sort((a, b) => b[1].ms - a[1].ms)) {
+    statements[name] = { per_run: round(t.count / runs, 2), mean_ms: round(t.ms / t.count) };
+  }
+  const notifies = bus.publishes + bus.workNotices;
+  const checkpoint = transactions['step checkpoint'];
+  return {
+    runs,
+    transactions,
+    statements,
+    autocommit_per_run: round(db.autocommit / runs, 2),
+    bus_notifies_per_run: round(notifies / runs, 2),
+    round_trips_per_run: round((txRoundTrips + db.autocommit + notifies) / runs, 2),
+    round_trips_per_step_checkpoint: checkpoint?.round_trips_each ?? NaN,
+    transactions_per_run: round(commits / runs, 2),
+  };
+}
