@@ -23,6 +23,10 @@ export class PostgresBus implements Bus {
   private readonly eventsChannel: string;
   private readonly workChannel: string;
   private closed = false;
+  /** Hints waiting for the next flush: the latest seq per thread, and whether work was announced. */
+  private pendingHints = new Map<string, number>();
+  private pendingWork = false;
+  private flushScheduled = false;
 
   constructor(private readonly options: PostgresBusOptions) {
     this.publisher = new pg.Pool({ connectionString: options.connectionString, max: 2 });
@@ -69,7 +73,8 @@ export class PostgresBus implements Bus {
     const last = events[events.length - 1];
     if (last === undefined) return;
     this.local.publishEvents(threadId, events);
-    this.notify(this.eventsChannel, `${threadId}:${last.seq}`);
+    this.pendingHints.set(threadId, Math.max(last.seq, this.pendingHints.get(threadId) ?? 0));
+    this.scheduleFlush();
   }
 
   subscribeThread(threadId: string, handler: (message: ThreadMessage) => void): Unsubscribe {
@@ -77,17 +82,39 @@ export class PostgresBus implements Bus {
   }
 
   notifyWork(): void {
-    this.notify(this.workChannel, '');
+    this.pendingWork = true;
+    this.scheduleFlush();
   }
 
   onWork(handler: () => void): Unsubscribe {
     return this.local.onWork(handler);
   }
 
-  private notify(channel: string, payload: string): void {
-    if (this.closed) return;
-    this.publisher.query('SELECT pg_notify($1, $2)', [channel, payload]).catch((err: unknown) => {
-      this.options.logger.debug({ err }, 'bus notify failed (a hint only; readers poll)');
+  /**
+   * Hints are coalesced: everything published in one turn of the event loop
+   * goes out in one statement, and a thread's hints collapse into its latest
+   * seq. Every listening process receives every NOTIFY, so fewer is cheaper
+   * for all of them.
+   */
+  private scheduleFlush(): void {
+    if (this.flushScheduled || this.closed) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      const notices: Array<{ c: string; p: string }> = [];
+      for (const [threadId, seq] of this.pendingHints)
+        notices.push({ c: this.eventsChannel, p: `${threadId}:${seq}` });
+      if (this.pendingWork) notices.push({ c: this.workChannel, p: '' });
+      this.pendingHints = new Map();
+      this.pendingWork = false;
+      if (notices.length === 0 || this.closed) return;
+      this.publisher
+        .query('SELECT pg_notify(n.c, n.p) FROM jsonb_to_recordset($1::jsonb) AS n(c text, p text)', [
+          JSON.stringify(notices),
+        ])
+        .catch((err: unknown) => {
+          this.options.logger.debug({ err }, 'bus notify failed (hints only; readers poll)');
+        });
     });
   }
 

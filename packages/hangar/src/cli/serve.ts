@@ -22,7 +22,12 @@ export async function runServerCommand(command: ServerCommand, flags: Flags): Pr
 
   if (command === 'migrate') {
     const url = requireDatabaseUrl(env.DATABASE_URL, command);
-    const db = await openStore({ kind: 'postgres', url, ...(schema === undefined ? {} : { schema }) });
+    const db = await openStore({
+      kind: 'postgres',
+      url,
+      preparedStatements: env.HANGAR_PG_PREPARED === 'true',
+      ...(schema === undefined ? {} : { schema }),
+    });
     try {
       const applied = await migrate(db);
       process.stdout.write(
@@ -72,7 +77,12 @@ export async function runServerCommand(command: ServerCommand, flags: Flags): Pr
       bus = new MemoryBus();
     } else {
       const url = requireDatabaseUrl(env.DATABASE_URL, command);
-      db = await openStore({ kind: 'postgres', url, ...(schema === undefined ? {} : { schema }) });
+      db = await openStore({
+        kind: 'postgres',
+        url,
+        preparedStatements: env.HANGAR_PG_PREPARED === 'true',
+        ...(schema === undefined ? {} : { schema }),
+      });
       const pgBus = new PostgresBus({ connectionString: url, schema: schema ?? 'public', logger });
       bus = pgBus;
       await pgBus.start();

@@ -12,6 +12,8 @@ const EnvSchema = z.object({
     .string()
     .regex(/^[a-z_][a-z0-9_]*$/, 'a lower-case SQL identifier')
     .optional(),
+  /** Named prepared statements on Postgres (default on); `false` behind a pooler that can't keep them. */
+  HANGAR_PG_PREPARED: z.enum(['true', 'false']).default('true'),
   /** Default language model, e.g. `openai:gpt-4o-mini`. */
   HANGAR_MODEL: z.string().min(1).optional(),
   /** Base URL of an OpenAI-compatible server (for `compatible:<model>`). */

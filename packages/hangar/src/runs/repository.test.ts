@@ -8,6 +8,7 @@ import { createThread, getThread } from '../threads/repository.ts';
 import {
   type CreateRunInput,
   claimRun,
+  claimRuns,
   createRun,
   fence,
   finishRunInTx,
@@ -170,6 +171,50 @@ describe.each(STORE_KINDS)('runs repository on %s', (kind) => {
       expect(second.thread_id).toBe(first.thread_id);
       expect(second.status).toBe('pending');
       expect(second.multitask_strategy).toBe('enqueue');
+    });
+  });
+
+  describe('claimRuns (batch)', () => {
+    it('claims up to the limit in one call, one run per thread, each with its step history', async () => {
+      const agent = newAgent();
+      const a1 = await createRun(store.db, runInput(agent));
+      await createRun(store.db, runInput(agent, { threadId: a1.thread_id, multitaskStrategy: 'enqueue' }));
+      const b = await createRun(store.db, runInput(agent));
+      const c = await createRun(store.db, runInput(agent));
+      await store.db.query(
+        `INSERT INTO steps (run_id, step_index, name, kind, status, result, attempt)
+         VALUES ($1, 0, 'first', 'step', 'completed', '{"v": 1}', 1)`,
+        [b.run_id],
+      );
+
+      const claimed = await claimRuns(store.db, { owner: 'w', leaseMs: 5_000, agents: [agent], limit: 10 });
+      // The second run of a1's thread waits for the first.
+      expect(claimed.map((x) => x.run.run_id).sort()).toEqual([a1.run_id, b.run_id, c.run_id].sort());
+      expect(new Set(claimed.map((x) => x.run.thread_id)).size).toBe(3);
+      const withHistory = claimed.find((x) => x.run.run_id === b.run_id);
+      expect(withHistory?.history).toEqual([
+        expect.objectContaining({
+          index: 0,
+          name: 'first',
+          kind: 'step',
+          status: 'completed',
+          result: { v: 1 },
+        }),
+      ]);
+      expect(claimed.find((x) => x.run.run_id === c.run_id)?.history).toEqual([]);
+      expect(claimed.every((x) => x.run.status === 'running' && x.lease.epoch === 1)).toBe(true);
+
+      const limited = await claimRuns(store.db, { owner: 'w', leaseMs: 5_000, agents: [agent], limit: 1 });
+      expect(limited).toEqual([]);
+    });
+
+    it('never claims more than the limit', async () => {
+      const agent = newAgent();
+      for (let i = 0; i < 5; i++) await createRun(store.db, runInput(agent));
+      const first = await claimRuns(store.db, { owner: 'w', leaseMs: 5_000, agents: [agent], limit: 2 });
+      const rest = await claimRuns(store.db, { owner: 'w', leaseMs: 5_000, agents: [agent], limit: 10 });
+      expect(first).toHaveLength(2);
+      expect(rest).toHaveLength(3);
     });
   });
 

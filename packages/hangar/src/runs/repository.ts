@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { HangarError, type RunErrorRecord } from '../errors.ts';
+import { type StepHistoryRow, toStepRecord } from '../steps/repository.ts';
 import { iso, json, type Queryable, type SqlClient } from '../store/sql.ts';
 import type { MultitaskStrategy, RunStatus } from './status.ts';
 import type { ClaimedRun, Lease, Run } from './types.ts';
@@ -174,55 +175,55 @@ export interface ClaimOptions {
 }
 
 /**
- * Claims the next claimable run: highest priority, then oldest. Claimable means
- * `pending`, or `waiting` whose `available_at` has passed, on a thread that is
- * already held by this very run, or free with no older queued run (runs of one
- * thread start in creation order). `SKIP LOCKED` lets many workers claim
- * at once without waiting on each other; the conditional thread update is what
- * keeps two runs of one thread from running together.
+ * Claims up to `limit` claimable runs in one statement: highest priority, then
+ * oldest. Claimable means `pending`, or `waiting` whose `available_at` has
+ * passed, on a thread that is already held by this very run, or free with no
+ * older queued run (runs of one thread start in creation order, so a claimer
+ * that SKIP LOCKED past a thread's oldest run cannot take the next one).
+ * `SKIP LOCKED` lets many workers claim at once without waiting on each
+ * other; the conditional thread update is what keeps two runs of one thread
+ * from running together: a run whose thread another claimer took in the
+ * meantime is simply not claimed. Each claimed run comes with its step
+ * history, so starting it costs no further query.
  */
-export async function claimRun(db: SqlClient, options: ClaimOptions): Promise<ClaimedRun | null> {
-  for (let tries = 0; tries < 5; tries++) {
-    const outcome = await db.transaction(async (tx) => {
-      const candidate = await tx.query<{ run_id: string; thread_id: string }>(
-        `SELECT r.run_id, r.thread_id FROM runs r JOIN threads t ON t.thread_id = r.thread_id
-         WHERE r.status IN ('pending', 'waiting') AND r.available_at <= now() AND r.agent IN (SELECT jsonb_array_elements_text($1::jsonb))
-           AND (t.active_run_id = r.run_id OR (t.active_run_id IS NULL AND NOT EXISTS (
-             -- A free thread starts its oldest queued run first: without this, a claimer that
-             -- SKIP LOCKED past the oldest run (being claimed by another worker) took the next one.
-             SELECT 1 FROM runs o WHERE o.thread_id = r.thread_id AND o.status IN ('pending', 'waiting')
-               AND (o.created_at, o.run_id) < (r.created_at, r.run_id))))
-         ORDER BY r.priority DESC, r.available_at, r.created_at
-         LIMIT 1
-         FOR UPDATE OF r SKIP LOCKED`,
-        [json(options.agents)],
-      );
-      const picked = candidate.rows[0];
-      if (picked === undefined) return 'empty' as const;
-      const thread = await tx.query<{ values: Record<string, unknown> }>(
-        `UPDATE threads SET active_run_id = $1, status = 'busy', updated_at = now()
-         WHERE thread_id = $2 AND (active_run_id IS NULL OR active_run_id = $1)
-         RETURNING "values"`,
-        [picked.run_id, picked.thread_id],
-      );
-      const threadRow = thread.rows[0];
-      // Another worker took the thread for a different run between our read and this update.
-      if (threadRow === undefined) return 'raced' as const;
-      const res = await tx.query<RunRow>(
-        `UPDATE runs SET status = 'running', lease_owner = $2, lease_epoch = lease_epoch + 1,
-           lease_expires_at = now() + ($3::bigint * interval '1 millisecond'), attempt = attempt + 1,
-           base_values = COALESCE(base_values, $4::jsonb), started_at = COALESCE(started_at, now()),
-           updated_at = now()
-         WHERE run_id = $1 RETURNING ${RUN_COLUMNS}`,
-        [picked.run_id, options.owner, options.leaseMs, json(threadRow.values)],
-      );
-      const row = res.rows[0];
-      if (row === undefined) throw new Error('claimed run vanished');
-      return row;
-    });
-    if (outcome === 'empty') return null;
-    if (outcome === 'raced') continue;
-    const run = toRun(outcome);
+export async function claimRuns(
+  db: Queryable,
+  options: ClaimOptions & { limit: number },
+): Promise<ClaimedRun[]> {
+  const res = await db.query<RunRow & { history: StepHistoryRow[] }>(
+    `WITH candidates AS (
+       SELECT r.run_id, r.thread_id FROM runs r JOIN threads t ON t.thread_id = r.thread_id
+       WHERE r.status IN ('pending', 'waiting') AND r.available_at <= now()
+         AND r.agent IN (SELECT jsonb_array_elements_text($1::jsonb))
+         AND (t.active_run_id = r.run_id OR (t.active_run_id IS NULL AND NOT EXISTS (
+           SELECT 1 FROM runs o WHERE o.thread_id = r.thread_id AND o.status IN ('pending', 'waiting')
+             AND (o.created_at, o.run_id) < (r.created_at, r.run_id))))
+       ORDER BY r.priority DESC, r.available_at, r.created_at
+       LIMIT $4
+       FOR UPDATE OF r SKIP LOCKED
+     ), taken AS (
+       UPDATE threads t SET active_run_id = c.run_id, status = 'busy', updated_at = now()
+       FROM candidates c
+       WHERE t.thread_id = c.thread_id AND (t.active_run_id IS NULL OR t.active_run_id = c.run_id)
+       RETURNING c.run_id AS taken_run_id, t."values" AS thread_values
+     ), claimed AS (
+       UPDATE runs r SET status = 'running', lease_owner = $2, lease_epoch = r.lease_epoch + 1,
+         lease_expires_at = now() + ($3::bigint * interval '1 millisecond'), attempt = r.attempt + 1,
+         base_values = COALESCE(r.base_values, taken.thread_values), started_at = COALESCE(r.started_at, now()),
+         updated_at = now()
+       FROM taken WHERE r.run_id = taken.taken_run_id
+       RETURNING r.*
+     )
+     SELECT ${RUN_COLUMNS},
+       (SELECT coalesce(jsonb_agg(jsonb_build_object('step_index', s.step_index, 'name', s.name, 'kind', s.kind,
+           'status', s.status, 'result', s.result, 'attempt', s.attempt, 'usage', s.usage, 'wake_at', s.wake_at)
+           ORDER BY s.step_index), '[]'::jsonb)
+        FROM steps s WHERE s.run_id = claimed.run_id) AS history
+     FROM claimed ORDER BY priority DESC, created_at`,
+    [json(options.agents), options.owner, options.leaseMs, options.limit],
+  );
+  return res.rows.map((row) => {
+    const run = toRun(row);
     return {
       run,
       lease: {
@@ -230,12 +231,18 @@ export async function claimRun(db: SqlClient, options: ClaimOptions): Promise<Cl
         threadId: run.thread_id,
         tenantId: run.tenant_id,
         owner: options.owner,
-        epoch: Number(outcome.lease_epoch),
+        epoch: Number(row.lease_epoch),
       },
-      baseValues: outcome.base_values ?? {},
+      baseValues: row.base_values ?? {},
+      history: row.history.map(toStepRecord),
     };
-  }
-  return null;
+  });
+}
+
+/** Claims one run (see claimRuns). */
+export async function claimRun(db: Queryable, options: ClaimOptions): Promise<ClaimedRun | null> {
+  const [claimed] = await claimRuns(db, { ...options, limit: 1 });
+  return claimed ?? null;
 }
 
 /**

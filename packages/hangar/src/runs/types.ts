@@ -1,4 +1,5 @@
 import type { RunErrorRecord } from '../errors.ts';
+import type { StepRecord } from '../steps/repository.ts';
 import type { MultitaskStrategy, RunStatus } from './status.ts';
 
 /** A run as the API shows it (the LangGraph `Run` shape plus Hangar's fields). */
@@ -37,4 +38,6 @@ export interface ClaimedRun {
   lease: Lease;
   /** Thread state the run started from (the replay base). */
   baseValues: Record<string, unknown>;
+  /** The run's recorded steps, in order (read by the claim itself). */
+  history: StepRecord[];
 }

@@ -5,7 +5,7 @@ import { openPostgres } from '../store/postgres.ts';
 import type { SqlClient } from '../store/sql.ts';
 
 export type StoreTarget =
-  | { kind: 'postgres'; url: string; schema?: string }
+  | { kind: 'postgres'; url: string; schema?: string; preparedStatements?: boolean }
   | { kind: 'pglite'; dataDir?: string };
 
 export async function openStore(target: StoreTarget): Promise<SqlClient> {
@@ -13,6 +13,7 @@ export async function openStore(target: StoreTarget): Promise<SqlClient> {
     return openPostgres({
       connectionString: target.url,
       ...(target.schema === undefined ? {} : { schema: target.schema }),
+      ...(target.preparedStatements === undefined ? {} : { preparedStatements: target.preparedStatements }),
     });
   }
   if (target.dataDir === undefined) return openPGlite();

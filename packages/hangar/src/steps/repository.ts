@@ -14,7 +14,8 @@ export interface StepRecord {
   wakeAt: Date | null;
 }
 
-type StepRow = {
+/** A step row as SQL returns it (also inside a claim's JSON history, where timestamps are strings). */
+export type StepHistoryRow = {
   step_index: number;
   name: string;
   kind: StepKind;
@@ -22,16 +23,11 @@ type StepRow = {
   result: unknown;
   attempt: number;
   usage: Record<string, unknown> | null;
-  wake_at: Date | null;
+  wake_at: Date | string | null;
 };
 
-export async function loadSteps(db: Queryable, runId: string): Promise<StepRecord[]> {
-  const res = await db.query<StepRow>(
-    `SELECT step_index, name, kind, status, result, attempt, usage, wake_at FROM steps
-     WHERE run_id = $1 ORDER BY step_index`,
-    [runId],
-  );
-  return res.rows.map((r) => ({
+export function toStepRecord(r: StepHistoryRow): StepRecord {
+  return {
     index: Number(r.step_index),
     name: r.name,
     kind: r.kind,
@@ -40,7 +36,16 @@ export async function loadSteps(db: Queryable, runId: string): Promise<StepRecor
     attempt: Number(r.attempt),
     usage: r.usage,
     wakeAt: r.wake_at === null ? null : new Date(r.wake_at),
-  }));
+  };
+}
+
+export async function loadSteps(db: Queryable, runId: string): Promise<StepRecord[]> {
+  const res = await db.query<StepHistoryRow>(
+    `SELECT step_index, name, kind, status, result, attempt, usage, wake_at FROM steps
+     WHERE run_id = $1 ORDER BY step_index`,
+    [runId],
+  );
+  return res.rows.map(toStepRecord);
 }
 
 export interface StepWrite {

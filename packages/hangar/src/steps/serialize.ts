@@ -5,9 +5,11 @@ import { HangarError } from '../errors.ts';
  * and returns the round-tripped copy. The first execution gets the same value
  * a replay will get, so code after a step can't behave differently on resume.
  *
- * Rejected: functions, symbols, bigints, non-finite numbers, cycles, and
- * objects JSON would silently flatten (Map, Set, class instances without
- * `toJSON`). Dates (which have `toJSON`) become ISO strings on both paths.
+ * Rejected: functions, symbols, bigints, non-finite numbers, cycles, objects
+ * JSON would silently flatten (Map, Set, class instances without `toJSON`),
+ * and strings or keys containing U+0000, which Postgres's `jsonb` cannot store
+ * (the commit would fail on every attempt and the run never end). Dates (which
+ * have `toJSON`) become ISO strings on both paths.
  */
 export function checkpointValue(stepName: string, value: unknown): unknown {
   return jsonRoundTrip(`step "${stepName}" returned`, value, { step: stepName });
@@ -30,6 +32,7 @@ export function jsonRoundTrip(what: string, value: unknown, details: Record<stri
 function findProblem(value: unknown, path: string, seen: Set<object>): string | null {
   switch (typeof value) {
     case 'string':
+      return value.includes('\u0000') ? `a NUL character (\\u0000) in the string at ${path}` : null;
     case 'boolean':
     case 'undefined':
       return null;
@@ -60,6 +63,7 @@ function findProblem(value: unknown, path: string, seen: Set<object>): string | 
       return `a ${obj.constructor?.name ?? 'non-plain'} object at ${path}`;
     }
     for (const [key, child] of Object.entries(obj)) {
+      if (key.includes('\u0000')) return `a NUL character (\\u0000) in a key at ${path}`;
       const p = findProblem(child, `${path}.${key}`, seen);
       if (p !== null) return p;
     }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import pg from 'pg';
 import type { Queryable, QueryResult, SqlClient } from './sql.ts';
 
@@ -11,12 +12,44 @@ export interface PostgresOptions {
   /** Pool size. */
   max?: number;
   applicationName?: string;
+  /**
+   * Use named (server-side prepared) statements for parameterized queries
+   * (default true): Postgres parses and plans each once per connection. Turn
+   * off behind a pooler that can't track them (PgBouncer in transaction mode
+   * before 1.21, or without `max_prepared_statements`).
+   */
+  preparedStatements?: boolean;
+}
+
+const statementNames = new Map<string, string>();
+
+/**
+ * A parameterized query as `pg` takes it, named by a hash of its text when
+ * prepared statements are on: the same text always maps to the same name, so
+ * each connection prepares it once.
+ */
+function toQueryConfig(
+  sql: string,
+  params: readonly unknown[] | undefined,
+  prepared: boolean,
+): pg.QueryConfig {
+  if (!prepared || params === undefined || params.length === 0)
+    return { text: sql, values: params as unknown[] };
+  let name = statementNames.get(sql);
+  if (name === undefined) {
+    name = `hangar_${createHash('sha1').update(sql).digest('hex').slice(0, 20)}`;
+    if (statementNames.size < 10_000) statementNames.set(sql, name);
+  }
+  return { name, text: sql, values: params as unknown[] };
 }
 
 class PoolClientQueryable implements Queryable {
-  constructor(private readonly client: pg.PoolClient) {}
+  constructor(
+    private readonly client: pg.PoolClient,
+    private readonly prepared: boolean,
+  ) {}
   async query<R>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
-    const res = await this.client.query(sql, params as unknown[] | undefined);
+    const res = await this.client.query(toQueryConfig(sql, params, this.prepared));
     return { rows: res.rows as R[], rowCount: res.rowCount ?? 0 };
   }
 }
@@ -25,9 +58,11 @@ export class PostgresClient implements SqlClient {
   readonly dialect = 'postgres' as const;
   readonly pool: pg.Pool;
   readonly schema: string;
+  private readonly prepared: boolean;
 
   constructor(options: PostgresOptions) {
     this.schema = options.schema ?? 'public';
+    this.prepared = options.preparedStatements ?? true;
     if (!/^[a-z_][a-z0-9_]*$/.test(this.schema)) throw new Error(`invalid schema name "${this.schema}"`);
     this.pool = new pg.Pool({
       connectionString: options.connectionString,
@@ -40,7 +75,7 @@ export class PostgresClient implements SqlClient {
   }
 
   async query<R>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
-    const res = await this.pool.query(sql, params as unknown[] | undefined);
+    const res = await this.pool.query(toQueryConfig(sql, params, this.prepared));
     return { rows: res.rows as R[], rowCount: res.rowCount ?? 0 };
   }
 
@@ -48,7 +83,7 @@ export class PostgresClient implements SqlClient {
     const client = await this.pool.connect();
     try {
       await client.query('BEGIN');
-      const result = await fn(new PoolClientQueryable(client));
+      const result = await fn(new PoolClientQueryable(client, this.prepared));
       await client.query('COMMIT');
       return result;
     } catch (err) {
