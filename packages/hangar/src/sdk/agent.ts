@@ -70,10 +70,15 @@ export function isAgent(value: unknown): value is Agent {
   );
 }
 
-/** The agent's input and output schemas as JSON Schema (for `/assistants/{id}/schemas`). */
+/**
+ * The agent's input and output schemas as JSON Schema (for `/assistants/{id}/schemas`).
+ * The input schema describes what a client may send (`io: 'input'`: fields with a
+ * default are optional, a transform's input type is shown); the output schema
+ * describes the stored, parsed output.
+ */
 export function agentJsonSchemas(agent: Agent): { input: unknown; output: unknown } {
   return {
-    input: z.toJSONSchema(agent.input, { unrepresentable: 'any' }),
+    input: z.toJSONSchema(agent.input, { unrepresentable: 'any', io: 'input' }),
     output: agent.output === undefined ? null : z.toJSONSchema(agent.output, { unrepresentable: 'any' }),
   };
 }

@@ -6,7 +6,11 @@ import type { LlmRequest, LlmResult } from './llm.ts';
 export interface StepContext {
   /** Aborted when the run is cancelled, loses its lease, or the step times out. */
   signal: AbortSignal;
-  /** 1 on the first execution of this step, more when a crash made it run again. */
+  /**
+   * The run's attempt this execution belongs to (`RunContext.attempt`). A step
+   * first executed after a lost worker's run resumed already sees more than 1,
+   * so use `idempotencyKey`, not this number, to recognize a repeat.
+   */
   attempt: number;
   /**
    * Stable across re-executions of this step (`run:step`): pass it to external
@@ -20,7 +24,12 @@ export interface StepOptions {
   timeout?: Duration;
 }
 
-/** The thread's state, persisted across runs on the same thread. */
+/**
+ * The thread's state, persisted across runs on the same thread. Change it
+ * between steps, not inside one: a replay re-runs the code between steps but
+ * not completed steps, so a change made inside a step would be lost (it throws
+ * `invalid_agent_call`).
+ */
 export interface ThreadState<S extends Record<string, unknown> = Record<string, unknown>> {
   /** The current values (a copy). */
   get(): S;
@@ -55,7 +64,11 @@ export interface RunContext {
   readonly runId: string;
   readonly threadId: string;
   readonly agent: string;
-  /** The run's attempt number (1 on first execution, +1 for each resume after a lost worker). */
+  /**
+   * The run's attempt number: 1 on first execution, +1 each time the run resumes
+   * after a lost worker. Waking from a durable sleep, or being handed back by a
+   * worker shutting down, keeps the number.
+   */
   readonly attempt: number;
   /** Aborted when the run is cancelled or this worker loses the run. */
   readonly signal: AbortSignal;

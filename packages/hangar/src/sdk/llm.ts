@@ -147,8 +147,11 @@ export async function streamCompletion(
   try {
     for await (const part of result.fullStream) {
       if (part.type === 'text-delta') {
-        text += part.text;
-        pending += part.text;
+        // Postgres cannot store U+0000 in jsonb: one in the model's text would fail every commit of the
+        // run (and call the model again on every retry). It carries no meaning in text; mark its place.
+        const delta = part.text.replaceAll('\u0000', '\uFFFD');
+        text += delta;
+        pending += delta;
         if (options.coalesceMs <= 0) flushDelta();
         else timer ??= setTimeout(flushDelta, options.coalesceMs);
       } else if (part.type === 'error') {
@@ -175,5 +178,6 @@ export async function streamCompletion(
 }
 
 function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+  // Logged as an event: no U+0000 (see the text deltas above).
+  return (err instanceof Error ? err.message : String(err)).replaceAll('\u0000', '\uFFFD');
 }

@@ -65,8 +65,14 @@ export class WorkerRunContext implements RunContext {
   private values: Record<string, unknown>;
   private valuesDirty = false;
   private suspendedUntil: Date | undefined;
+  /**
+   * By operation index, not array position: steps run in parallel complete out of order, so
+   * the history of an interrupted attempt can have gaps (step #1 recorded, #0 still running).
+   */
+  private readonly recorded: ReadonlyMap<number, StepRecord>;
 
   constructor(private readonly options: ContextOptions) {
+    this.recorded = new Map(options.history.map((r) => [r.index, r]));
     this.runId = options.lease.runId;
     this.threadId = options.lease.threadId;
     this.agent = options.agent;
@@ -209,7 +215,9 @@ export class WorkerRunContext implements RunContext {
     const result = await currentStep.run({ name }, () =>
       streamCompletion(model, request, {
         signal: this.signal,
-        messageId: `${this.runId}:${index}:${this.attempt}`,
+        // The lease epoch, not the attempt: a run handed back on shutdown keeps its attempt number, and
+        // the partial message of the interrupted execution must not share its id with the new one.
+        messageId: `${this.runId}:${index}:${this.options.lease.epoch}`,
         coalesceMs: this.options.coalesceMs,
         sink: (data) => {
           this.options.committer.emit({ channel: 'messages', data }).catch(() => {});
@@ -247,6 +255,8 @@ export class WorkerRunContext implements RunContext {
    */
   private claim(name: string, kind: StepKind): { index: number; record: StepRecord | undefined } {
     this.throwIfSuspended();
+    // A run that was aborted (shutdown, lost lease) starts no new side effects: the attempt ends here.
+    this.signal.throwIfAborted();
     if (typeof name !== 'string' || name.length === 0 || name.length > 200) {
       throw new HangarError(
         'invalid_agent_call',
@@ -262,7 +272,7 @@ export class WorkerRunContext implements RunContext {
     }
     const index = this.nextIndex++;
     this.emitsSinceOp = 0;
-    const record = this.options.history[index];
+    const record = this.recorded.get(index);
     if (record !== undefined && (record.name !== name || record.kind !== kind)) {
       throw new HangarError(
         'nondeterminism',
@@ -289,6 +299,17 @@ export class WorkerRunContext implements RunContext {
 
   private setValues(values: Record<string, unknown>): void {
     this.throwIfSuspended();
+    // A completed step is not re-executed on replay, so a change made inside it would be lost
+    // there: the replayed run would see (and later save) state without it.
+    const step = currentStep.getStore();
+    if (step !== undefined) {
+      throw new HangarError(
+        'invalid_agent_call',
+        `ctx.state was changed inside step "${step.name}": a replay does not re-run completed steps, ` +
+          'so the change would be lost. Return the value from the step and update the state after it.',
+        { details: { step: step.name } },
+      );
+    }
     if (typeof values !== 'object' || values === null || Array.isArray(values)) {
       throw new HangarError('invalid_agent_call', 'ctx.state values must be a plain object');
     }

@@ -131,14 +131,14 @@ export async function executeRun(
         output = checked.data;
       }
       output = jsonRoundTrip(`agent "${agent.name}" returned`, output);
-      const recorded = history.filter((s) => s.status === 'completed').length;
-      if (ctx.operationsReached < recorded) {
-        const missing = history[ctx.operationsReached];
+      // By index, not by count: the history can have gaps (parallel steps completing out of order).
+      const missing = history.find((s) => s.status === 'completed' && s.index >= ctx.operationsReached);
+      if (missing !== undefined) {
         throw new HangarError(
           'nondeterminism',
-          `step #${ctx.operationsReached} diverged from the run's history: the code finished without reaching ` +
-            `${missing?.kind ?? 'step'} "${missing?.name ?? '?'}", which the history recorded`,
-          { details: { step_index: ctx.operationsReached, expected: missing?.name ?? null, actual: null } },
+          `step #${missing.index} diverged from the run's history: the code finished without reaching ` +
+            `${missing.kind} "${missing.name}", which the history recorded`,
+          { details: { step_index: missing.index, expected: missing.name, actual: null } },
         );
       }
     } catch (err) {
@@ -150,7 +150,7 @@ export async function executeRun(
       if (lost || isHangarError(err, 'lease_lost')) throw err;
       if (committer.failed !== undefined) throw committer.failed;
       if (stop.aborted) throw err;
-      const error = toRunError(err);
+      const error = storable(toRunError(err));
       log.error({ err, duration_ms: Date.now() - started }, 'run failed');
       const end: LifecycleData = { event: 'run.completed', status: 'error', terminal: true, error };
       await committer.commit(async (tx) => {
@@ -182,4 +182,17 @@ export async function executeRun(
     committer.dispose();
     if (!controller.signal.aborted) controller.abort(new Error('run attempt ended'));
   }
+}
+
+/**
+ * Postgres cannot store U+0000 in text or `jsonb`: an error message carrying one (a
+ * decoded binary, a provider's raw response) would fail the final commit on every
+ * attempt, and the run would never end.
+ */
+function storable<T>(value: T): T {
+  return JSON.parse(
+    JSON.stringify(value, (_key, v: unknown) =>
+      typeof v === 'string' ? v.replaceAll('\u0000', '\uFFFD') : v,
+    ),
+  ) as T;
 }

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { Bus, Unsubscribe } from '../bus/bus.ts';
-import { claimRun, releaseRun, requeueExpiredLeases } from '../runs/repository.ts';
+import { claimRuns, releaseRun, requeueExpiredLeases } from '../runs/repository.ts';
 import type { ClaimedRun } from '../runs/types.ts';
 import type { Agent } from '../sdk/agent.ts';
 import type { LlmSettings } from '../sdk/llm.ts';
@@ -92,20 +92,18 @@ export class Worker {
 
   private async claimLoop(): Promise<void> {
     const { db, leaseMs, concurrency, logger } = this.options;
-    while (
-      !this.stopController.signal.aborted &&
-      this.running.size < concurrency &&
-      this.agentNames.length > 0
-    ) {
-      let claimed: ClaimedRun | null;
+    while (!this.stopController.signal.aborted && this.running.size < concurrency && this.agentNames.length > 0) {
+      const free = concurrency - this.running.size;
+      let claimed: ClaimedRun[];
       try {
-        claimed = await claimRun(db, { owner: this.id, leaseMs, agents: this.agentNames });
+        // One statement claims as many runs as there are free slots.
+        claimed = await claimRuns(db, { owner: this.id, leaseMs, agents: this.agentNames, limit: free });
       } catch (err) {
         logger.warn({ err }, 'claim failed; retrying on the next poll');
         return;
       }
-      if (claimed === null) return;
-      this.launch(claimed);
+      for (const run of claimed) this.launch(run);
+      if (claimed.length < free) return;
     }
   }
 
