@@ -25,7 +25,10 @@ export default defineAgent({
     await ctx.sleep(`${input.waitSeconds}s`);
 
     const checked = await ctx.step('check', async () => notes.map((note) => `${note} (checked)`));
-    const report = await ctx.step('report', async () => `Report on ${input.topic}:\n- ${checked.join('\n- ')}`);
+    const report = await ctx.step(
+      'report',
+      async () => `Report on ${input.topic}:\n- ${checked.join('\n- ')}`,
+    );
 
     const runs = Number(ctx.state.get().reports ?? 0) + 1;
     ctx.state.update({ reports: runs, lastTopic: input.topic });

@@ -92,7 +92,11 @@ export class Worker {
 
   private async claimLoop(): Promise<void> {
     const { db, leaseMs, concurrency, logger } = this.options;
-    while (!this.stopController.signal.aborted && this.running.size < concurrency && this.agentNames.length > 0) {
+    while (
+      !this.stopController.signal.aborted &&
+      this.running.size < concurrency &&
+      this.agentNames.length > 0
+    ) {
       const free = concurrency - this.running.size;
       let claimed: ClaimedRun[];
       try {
