@@ -124,13 +124,7 @@ async function committerCheckpoint(bench: BenchDatabase): Promise<Block> {
   return (n) =>
     timeLoop(n, 0, () => {
       const i = index++;
-      return committer.commit(
-        async (tx) => {
-          await writeStep(tx, lease.runId, stepWrite(i));
-          return undefined;
-        },
-        [updateEvent(i)],
-      );
+      return committer.commit({ step: stepWrite(i), events: [updateEvent(i)] });
     });
 }
 

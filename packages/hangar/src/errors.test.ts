@@ -8,7 +8,7 @@ const doc = readFileSync(new URL('../../../docs/errors.md', import.meta.url), 'u
 function documentedCodes(): Map<string, string[]> {
   const rows = new Map<string, string[]>();
   for (const line of doc.split('\n')) {
-    const match = /^\| `([a-z_]+)` \|(.*)\|$/.exec(line);
+    const match = /^\| `([a-z_]+)`\s*\|(.*)\|$/.exec(line);
     if (match?.[1] !== undefined && match[2] !== undefined) {
       rows.set(
         match[1],

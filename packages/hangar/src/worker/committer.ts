@@ -1,9 +1,8 @@
 import type { Bus } from '../bus/bus.ts';
 import type { EventEnvelope, PendingEvent } from '../events/envelope.ts';
-import { appendEvents } from '../events/log.ts';
-import { fence } from '../runs/repository.ts';
+import { type CheckpointWrite, writeCheckpoint } from '../runs/checkpoint.ts';
 import type { Lease } from '../runs/types.ts';
-import type { Queryable, SqlClient } from '../store/sql.ts';
+import type { SqlClient } from '../store/sql.ts';
 
 export interface CommitterOptions {
   db: SqlClient;
@@ -17,16 +16,16 @@ export interface CommitterOptions {
   maxBuffered: number;
 }
 
-/** Work done inside a commit's transaction; events it returns are appended after the others. */
-export type CommitWork = (tx: Queryable) => Promise<readonly PendingEvent[] | undefined>;
+/** A checkpoint as the attempt's code asks for it; buffered events are added in front of `events`. */
+export type CommitRequest = Omit<CheckpointWrite, 'events'> & { events?: readonly PendingEvent[] };
 
 /**
- * Every write a worker makes for one run attempt goes through here, one
- * transaction at a time, each fenced by the lease epoch. Emitted events wait in
- * a buffer until the next flush (at most `flushMs` later) or checkpoint,
- * whichever comes first, so an event is durable no later than the step's
- * checkpoint commit. Events are published to the bus only after their commit,
- * in seq order.
+ * Every write a worker makes for one run attempt goes through here, one at a
+ * time, each a single statement fenced by the lease epoch (runs/checkpoint.ts).
+ * Emitted events wait in a buffer until the next flush (at most `flushMs`
+ * later) or checkpoint, whichever comes first, so an event is durable no later
+ * than the step's checkpoint commit. Events are published to the bus only
+ * after their commit, in seq order.
  */
 export class RunCommitter {
   private buffer: PendingEvent[] = [];
@@ -36,7 +35,7 @@ export class RunCommitter {
 
   constructor(private readonly options: CommitterOptions) {}
 
-  /** The first error a background flush hit (lease lost, database down). */
+  /** The first error a commit hit (lease lost, database down): the attempt can write nothing more. */
   get failed(): unknown {
     return this.failure;
   }
@@ -56,39 +55,40 @@ export class RunCommitter {
 
   /** Writes buffered events now. */
   flush(): Promise<void> {
-    return this.commit(async () => undefined);
+    return this.commit({});
   }
 
-  /**
-   * Runs `work` in one fenced transaction together with every buffered event,
-   * then `events`, then the events `work` returns. Resolves once committed and published.
-   */
-  commit(work: CommitWork, events: readonly PendingEvent[] = []): Promise<void> {
-    const next = this.chain.then(() => this.commitNow(work, events));
+  /** Queues a checkpoint behind the ones before it; resolves once it is committed and published. */
+  commit(request: CommitRequest): Promise<void> {
+    const next = this.chain.then(() => this.commitNow(request));
     this.chain = next.catch(() => {});
     return next;
   }
 
-  private async commitNow(work: CommitWork, events: readonly PendingEvent[]): Promise<void> {
+  private async commitNow(request: CommitRequest): Promise<void> {
     if (this.failure !== undefined) throw this.failure;
     if (this.timer !== undefined) {
       clearTimeout(this.timer);
       this.timer = undefined;
     }
-    const pending = this.buffer.concat(events);
+    const events = this.buffer.concat(request.events ?? []);
     this.buffer = [];
+    const { step, values, end } = request;
+    if (events.length === 0 && step === undefined && values === undefined && end === undefined) return;
     const { db, lease, leaseMs, attempt } = this.options;
     let written: EventEnvelope[];
     try {
-      written = await db.transaction(async (tx) => {
-        await fence(tx, lease, leaseMs);
-        const more = await work(tx);
-        return appendEvents(
-          tx,
-          { tenantId: lease.tenantId, threadId: lease.threadId, runId: lease.runId, attempt },
-          more ? pending.concat(more) : pending,
-        );
-      });
+      written = await writeCheckpoint(
+        db,
+        lease,
+        { leaseMs, attempt },
+        {
+          events,
+          ...(step === undefined ? {} : { step }),
+          ...(values === undefined ? {} : { values }),
+          ...(end === undefined ? {} : { end }),
+        },
+      );
     } catch (err) {
       this.failure = err;
       throw err;

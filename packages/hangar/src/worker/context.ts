@@ -2,7 +2,6 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Logger } from 'pino';
 import { HangarError } from '../errors.ts';
 import { CHANNEL_PATTERN, type PendingEvent } from '../events/envelope.ts';
-import { suspendRunInTx } from '../runs/repository.ts';
 import type { Lease } from '../runs/types.ts';
 import type { LlmClient, RunContext, StepContext, StepOptions, ThreadState } from '../sdk/context.ts';
 import {
@@ -13,12 +12,9 @@ import {
   streamCompletion,
 } from '../sdk/llm.ts';
 import type { StepKind, StepRecord, StepWrite } from '../steps/repository.ts';
-import { writeStep } from '../steps/repository.ts';
 import { checkpointValue, jsonRoundTrip } from '../steps/serialize.ts';
-import type { Queryable } from '../store/sql.ts';
-import { saveThreadValues } from '../threads/repository.ts';
 import { type Duration, toMs } from '../util/duration.ts';
-import type { RunCommitter } from './committer.ts';
+import type { CommitRequest, RunCommitter } from './committer.ts';
 
 /**
  * Thrown through the agent's code when the run suspends itself (a durable
@@ -201,7 +197,7 @@ export class WorkerRunContext implements RunContext {
           data: { event: 'run.waiting', status: 'waiting', until: wakeAt.toISOString() },
         },
       ],
-      (tx) => suspendRunInTx(tx, this.options.lease, wakeAt),
+      { status: 'waiting', until: wakeAt },
     );
     this.suspendedUntil = wakeAt;
     throw new SuspendSignal(wakeAt);
@@ -238,13 +234,15 @@ export class WorkerRunContext implements RunContext {
     return result;
   }
 
-  /** Writes the run's thread state if it changed since the last checkpoint (inside a fenced transaction). */
-  async saveState(tx: Queryable): Promise<PendingEvent[]> {
-    if (!this.valuesDirty) return [];
+  /**
+   * The thread state to save with the next write, and its `values` event;
+   * nothing when the state did not change since the last write.
+   */
+  takeState(): { values?: Record<string, unknown>; events: PendingEvent[] } {
+    if (!this.valuesDirty) return { events: [] };
     this.valuesDirty = false;
     const values = structuredClone(this.values);
-    await saveThreadValues(tx, { threadId: this.threadId, runId: this.runId, values });
-    return [{ channel: 'values', data: values }];
+    return { values, events: [{ channel: 'values', data: values }] };
   }
 
   /**
@@ -285,16 +283,20 @@ export class WorkerRunContext implements RunContext {
     return { index, record };
   }
 
+  /** Records a step with its events and any state change, in one fenced write. */
   private async checkpoint(
     step: Omit<StepWrite, 'result'> & { result?: Stored },
     events: PendingEvent[] = [],
-    extra?: (tx: Queryable) => Promise<void>,
+    end?: CommitRequest['end'],
   ): Promise<void> {
-    await this.options.committer.commit(async (tx) => {
-      await writeStep(tx, this.runId, step);
-      if (extra !== undefined) await extra(tx);
-      return this.saveState(tx);
-    }, events);
+    const state = this.takeState();
+    await this.options.committer.commit({
+      step,
+      // A suspension's lifecycle event stays the last of the write; otherwise the step's events come first.
+      events: end === undefined ? [...events, ...state.events] : [...state.events, ...events],
+      ...(state.values === undefined ? {} : { values: state.values }),
+      ...(end === undefined ? {} : { end }),
+    });
   }
 
   private setValues(values: Record<string, unknown>): void {

@@ -2,11 +2,10 @@ import type { Logger } from 'pino';
 import type { Bus } from '../bus/bus.ts';
 import { HangarError, isHangarError, toRunError } from '../errors.ts';
 import type { LifecycleData } from '../events/envelope.ts';
-import { finishRunInTx, heartbeat } from '../runs/repository.ts';
+import { heartbeat } from '../runs/repository.ts';
 import type { ClaimedRun } from '../runs/types.ts';
 import type { Agent } from '../sdk/agent.ts';
 import type { LlmSettings } from '../sdk/llm.ts';
-import { loadSteps } from '../steps/repository.ts';
 import { jsonRoundTrip } from '../steps/serialize.ts';
 import type { SqlClient } from '../store/sql.ts';
 import { RunCommitter } from './committer.ts';
@@ -88,7 +87,7 @@ export async function executeRun(
 
   const started = Date.now();
   try {
-    const history = await loadSteps(deps.db, run.run_id);
+    const history = claimed.history;
     const ctx = new WorkerRunContext({
       lease,
       agent: run.agent,
@@ -153,19 +152,21 @@ export async function executeRun(
       const error = storable(toRunError(err));
       log.error({ err, duration_ms: Date.now() - started }, 'run failed');
       const end: LifecycleData = { event: 'run.completed', status: 'error', terminal: true, error };
-      await committer.commit(async (tx) => {
-        const state = await ctx.saveState(tx);
-        await finishRunInTx(tx, lease, { status: 'error', error });
-        return [...state, { channel: 'lifecycle', data: end }];
+      const state = ctx.takeState();
+      await committer.commit({
+        events: [...state.events, { channel: 'lifecycle', data: end }],
+        ...(state.values === undefined ? {} : { values: state.values }),
+        end: { status: 'error', error },
       });
       return { kind: 'finished', status: 'error' };
     }
     const end: LifecycleData = { event: 'run.completed', status: 'success', terminal: true, output };
     // Values events go before the terminal event: the terminal event is the last of the run.
-    await committer.commit(async (tx) => {
-      const state = await ctx.saveState(tx);
-      await finishRunInTx(tx, lease, { status: 'success', output });
-      return [...state, { channel: 'lifecycle', data: end }];
+    const state = ctx.takeState();
+    await committer.commit({
+      events: [...state.events, { channel: 'lifecycle', data: end }],
+      ...(state.values === undefined ? {} : { values: state.values }),
+      end: { status: 'success', output },
     });
     log.info({ duration_ms: Date.now() - started }, 'run succeeded');
     return { kind: 'finished', status: 'success' };

@@ -114,7 +114,12 @@ export class Worker {
   private launch(claimed: ClaimedRun): void {
     const { run } = claimed;
     const agent = this.options.agents.get(run.agent);
-    if (agent === undefined) throw new Error(`claimed run ${run.run_id} of unknown agent ${run.agent}`);
+    if (agent === undefined) {
+      // Cannot happen (claims name this worker's agents), but never let it escape the claim loop.
+      this.options.logger.error({ run_id: run.run_id, agent: run.agent }, 'claimed a run of an agent not loaded here');
+      void releaseRun(this.options.db, claimed.lease).catch(() => false);
+      return;
+    }
     const tracked = executeRun(this.options, claimed, agent, this.stopController.signal)
       .then(async (outcome) => {
         if (outcome.kind === 'suspended') {

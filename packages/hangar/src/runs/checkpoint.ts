@@ -1,0 +1,169 @@
+import { randomUUID } from 'node:crypto';
+import { HangarError, type RunErrorRecord } from '../errors.ts';
+import type { EventEnvelope, PendingEvent } from '../events/envelope.ts';
+import type { StepWrite } from '../steps/repository.ts';
+import { json, type Queryable } from '../store/sql.ts';
+import type { Lease } from './types.ts';
+
+/** Everything one durable write of a run attempt may carry. */
+export interface CheckpointWrite {
+  /** A step to record (insert, or update a sleeping step). */
+  step?: StepWrite;
+  /** The thread's new state; also appended to the thread's history. */
+  values?: Record<string, unknown>;
+  /** Events to append, in order, after any the attempt had buffered. */
+  events: readonly PendingEvent[];
+  /** Ends the run (frees its thread), or suspends it until a time (keeps the thread). */
+  end?:
+    | { status: 'success'; output: unknown }
+    | { status: 'error'; error: RunErrorRecord }
+    | { status: 'waiting'; until: Date };
+}
+
+/**
+ * The whole write as ONE statement: the fence (the run is still `running`
+ * under this epoch) is the first CTE and every other write joins it, so a
+ * worker that lost its lease writes nothing at all. One statement is one
+ * round trip and an implicit transaction; the thread row it updates (the seq
+ * counter) stays locked until commit, so seqs of a thread commit in order.
+ * Events whose op key the run already logged are dropped (an emit outside a
+ * step, passed again by a replay).
+ */
+const CHECKPOINT_SQL = `
+WITH fence AS (
+  UPDATE runs SET
+    status = COALESCE($5::text, status),
+    output = CASE WHEN $5::text = 'success' THEN $6::jsonb ELSE output END,
+    error = CASE WHEN $5::text = 'error' THEN $7::jsonb ELSE error END,
+    lease_owner = CASE WHEN $5::text IS NULL THEN lease_owner END,
+    lease_expires_at = CASE WHEN $5::text IS NULL THEN now() + ($3::bigint * interval '1 millisecond') END,
+    available_at = CASE WHEN $5::text = 'waiting' THEN $8::timestamptz ELSE available_at END,
+    attempt = CASE WHEN $5::text = 'waiting' THEN attempt - 1 ELSE attempt END,
+    finished_at = CASE WHEN $5::text IN ('success', 'error') THEN now() ELSE finished_at END,
+    updated_at = now()
+  WHERE run_id = $1 AND lease_epoch = $2 AND status = 'running'
+  RETURNING thread_id, tenant_id
+), step AS (
+  INSERT INTO steps (run_id, step_index, name, kind, status, result, attempt, usage, wake_at, started_at)
+  SELECT $1, s.step_index, s.name, s.kind, s.status, s.result, s.attempt, s.usage, s.wake_at, s.started_at
+  FROM fence, jsonb_to_record($9::jsonb) AS s(step_index integer, name text, kind text, status text,
+    result jsonb, attempt integer, usage jsonb, wake_at timestamptz, started_at timestamptz)
+  WHERE $9::jsonb IS NOT NULL
+  ON CONFLICT (run_id, step_index) DO UPDATE SET status = EXCLUDED.status, result = EXCLUDED.result,
+    attempt = EXCLUDED.attempt, usage = EXCLUDED.usage, finished_at = now()
+  RETURNING step_index
+), fresh AS (
+  SELECT e.*, row_number() OVER (ORDER BY e.i) AS n
+  FROM jsonb_to_recordset($11::jsonb) AS e(i integer, event_id uuid, channel text, namespace jsonb, data jsonb,
+    op_key text)
+  WHERE e.op_key IS NULL OR NOT EXISTS (SELECT 1 FROM events x WHERE x.run_id = $1 AND x.op_key = e.op_key)
+), counter AS (
+  UPDATE threads t SET
+    last_seq = t.last_seq + (SELECT count(*) FROM fresh),
+    "values" = COALESCE($10::jsonb, t."values"),
+    status = CASE WHEN $5::text IN ('success', 'error') AND t.active_run_id = $1
+      THEN (CASE WHEN $5::text = 'success' THEN 'idle' ELSE 'error' END) ELSE t.status END,
+    active_run_id = CASE WHEN $5::text IN ('success', 'error') AND t.active_run_id = $1
+      THEN NULL ELSE t.active_run_id END,
+    updated_at = now()
+  FROM fence f WHERE t.thread_id = f.thread_id
+  RETURNING t.thread_id, t.last_seq, f.tenant_id
+), state AS (
+  INSERT INTO thread_states (checkpoint_id, thread_id, parent_checkpoint_id, run_id, "values")
+  SELECT gen_random_uuid(), c.thread_id,
+    (SELECT p.checkpoint_id FROM thread_states p WHERE p.thread_id = c.thread_id ORDER BY p.created_at DESC LIMIT 1),
+    $1, $10::jsonb
+  FROM counter c WHERE $10::jsonb IS NOT NULL
+  RETURNING checkpoint_id
+), logged AS (
+  INSERT INTO events (thread_id, seq, event_id, tenant_id, run_id, attempt, ts, channel, namespace, data, op_key)
+  SELECT c.thread_id, c.last_seq - (SELECT count(*) FROM fresh) + f.n, f.event_id, c.tenant_id, $1, $4,
+    $12::timestamptz, f.channel, f.namespace, f.data, f.op_key
+  FROM counter c, fresh f
+  RETURNING event_id, seq
+)
+SELECT (SELECT count(*) FROM fence)::int AS fenced,
+  (SELECT count(*) FROM step)::int AS steps,
+  (SELECT count(*) FROM state)::int AS states,
+  (SELECT coalesce(jsonb_agg(jsonb_build_object('event_id', event_id, 'seq', seq)), '[]'::jsonb) FROM logged) AS logged`;
+
+/**
+ * Writes a checkpoint for the run the lease names, in one statement. Returns
+ * the events as logged (with their seq), ready to publish after the commit.
+ * Throws `lease_lost`, having written nothing, when the lease is no longer held.
+ */
+export async function writeCheckpoint(
+  db: Queryable,
+  lease: Lease,
+  options: { leaseMs: number; attempt: number },
+  write: CheckpointWrite,
+): Promise<EventEnvelope[]> {
+  const ts = new Date().toISOString();
+  const events = write.events.map((e, i) => ({
+    i: i + 1,
+    event_id: randomUUID(),
+    channel: e.channel,
+    namespace: e.namespace ?? [],
+    data: e.data ?? null,
+    op_key: e.opKey ?? null,
+  }));
+  const step = write.step;
+  const end = write.end;
+  const res = await db.query<{ fenced: number; logged: Array<{ event_id: string; seq: number }> }>(
+    CHECKPOINT_SQL,
+    [
+      lease.runId,
+      lease.epoch,
+      options.leaseMs,
+      options.attempt,
+      end?.status ?? null,
+      end?.status === 'success' ? json(end.output ?? null) : null,
+      end?.status === 'error' ? json(end.error) : null,
+      end?.status === 'waiting' ? end.until.toISOString() : null,
+      step === undefined
+        ? null
+        : json({
+            step_index: step.index,
+            name: step.name,
+            kind: step.kind,
+            status: step.status,
+            result: step.result ?? null,
+            attempt: step.attempt,
+            usage: step.usage ?? null,
+            wake_at: step.wakeAt?.toISOString() ?? null,
+            started_at: step.startedAt.toISOString(),
+          }),
+      write.values === undefined ? null : json(write.values),
+      json(events),
+      ts,
+    ],
+  );
+  const row = res.rows[0];
+  if (row === undefined || Number(row.fenced) === 0) {
+    throw new HangarError(
+      'lease_lost',
+      `lease on run ${lease.runId} (epoch ${lease.epoch}) is no longer held`,
+      {
+        details: { run_id: lease.runId, epoch: lease.epoch },
+      },
+    );
+  }
+  const seqs = new Map(row.logged.map((l) => [l.event_id, Number(l.seq)]));
+  const logged: EventEnvelope[] = [];
+  for (const e of events) {
+    const seq = seqs.get(e.event_id);
+    if (seq === undefined) continue;
+    logged.push({
+      seq,
+      event_id: e.event_id,
+      thread_id: lease.threadId,
+      run_id: lease.runId,
+      attempt: options.attempt,
+      ts,
+      channel: e.channel,
+      namespace: e.namespace,
+      data: e.data,
+    });
+  }
+  return logged.sort((a, b) => a.seq - b.seq);
+}
