@@ -116,7 +116,10 @@ export class Worker {
     const agent = this.options.agents.get(run.agent);
     if (agent === undefined) {
       // Cannot happen (claims name this worker's agents), but never let it escape the claim loop.
-      this.options.logger.error({ run_id: run.run_id, agent: run.agent }, 'claimed a run of an agent not loaded here');
+      this.options.logger.error(
+        { run_id: run.run_id, agent: run.agent },
+        'claimed a run of an agent not loaded here',
+      );
       void releaseRun(this.options.db, claimed.lease).catch(() => false);
       return;
     }
