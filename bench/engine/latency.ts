@@ -116,7 +116,6 @@ async function committerCheckpoint(bench: BenchDatabase): Promise<Block> {
     bus: new MemoryBus(),
     lease,
     attempt: 1,
-    leaseMs: LEASE_MS,
     flushMs: WORKER_DEFAULTS.flushMs,
     maxBuffered: WORKER_DEFAULTS.maxBufferedEvents,
   });

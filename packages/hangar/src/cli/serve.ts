@@ -116,7 +116,7 @@ export async function runServerCommand(command: ServerCommand, flags: Flags): Pr
       `hangar dev: serving ${[...loaded.agents.keys()].join(', ')} at ${hangar.url}\n` +
         `  data: ${resolve(String(flags.values['data-dir'] ?? './.hangar'))} (embedded Postgres)\n` +
         (llm.model === undefined ? '  llm: no model configured (set HANGAR_MODEL to use ctx.llm)\n' : '') +
-        `  try: npx hangar run ${[...loaded.agents.keys()][0] ?? '<agent>'} --input '{}' --follow` +
+        `  try: npx hangar run ${[...loaded.agents.keys()][0] ?? '<agent>'} --input '<json input>' --follow` +
         // Without --url, `hangar run` talks to the default address.
         `${hangar.url === 'http://127.0.0.1:8123' ? '' : ` --url ${hangar.url}`}\n`,
     );

@@ -21,49 +21,41 @@ export interface CheckpointWrite {
 }
 
 /**
- * The whole write as ONE statement: the fence (the run is still `running`
+ * The whole write is ONE statement: the fence (the run is still `running`
  * under this epoch) is the first CTE and every other write joins it, so a
  * worker that lost its lease writes nothing at all. One statement is one
  * round trip and an implicit transaction; the thread row it updates (the seq
  * counter) stays locked until commit, so seqs of a thread commit in order.
  * Events whose op key the run already logged are dropped (an emit outside a
  * step, passed again by a replay).
+ *
+ * Parameters shared by both forms: $1 run, $2 lease epoch, $3 attempt, $4 the
+ * run's new status (null: still running), $5 step, $6 thread values, $7
+ * events, $8 event time.
  */
-const CHECKPOINT_SQL = `
-WITH fence AS (
-  UPDATE runs SET
-    status = COALESCE($5::text, status),
-    output = CASE WHEN $5::text = 'success' THEN $6::jsonb ELSE output END,
-    error = CASE WHEN $5::text = 'error' THEN $7::jsonb ELSE error END,
-    lease_owner = CASE WHEN $5::text IS NULL THEN lease_owner END,
-    lease_expires_at = CASE WHEN $5::text IS NULL THEN now() + ($3::bigint * interval '1 millisecond') END,
-    available_at = CASE WHEN $5::text = 'waiting' THEN $8::timestamptz ELSE available_at END,
-    attempt = CASE WHEN $5::text = 'waiting' THEN attempt - 1 ELSE attempt END,
-    finished_at = CASE WHEN $5::text IN ('success', 'error') THEN now() ELSE finished_at END,
-    updated_at = now()
-  WHERE run_id = $1 AND lease_epoch = $2 AND status = 'running'
-  RETURNING thread_id, tenant_id
-), step AS (
+function checkpointSql(fence: string): string {
+  return `
+WITH fence AS (${fence}), step AS (
   INSERT INTO steps (run_id, step_index, name, kind, status, result, attempt, usage, wake_at, started_at)
   SELECT $1, s.step_index, s.name, s.kind, s.status, s.result, s.attempt, s.usage, s.wake_at, s.started_at
-  FROM fence, jsonb_to_record($9::jsonb) AS s(step_index integer, name text, kind text, status text,
+  FROM fence, jsonb_to_record($5::jsonb) AS s(step_index integer, name text, kind text, status text,
     result jsonb, attempt integer, usage jsonb, wake_at timestamptz, started_at timestamptz)
-  WHERE $9::jsonb IS NOT NULL
+  WHERE $5::jsonb IS NOT NULL
   ON CONFLICT (run_id, step_index) DO UPDATE SET status = EXCLUDED.status, result = EXCLUDED.result,
     attempt = EXCLUDED.attempt, usage = EXCLUDED.usage, finished_at = now()
   RETURNING step_index
 ), fresh AS (
   SELECT e.*, row_number() OVER (ORDER BY e.i) AS n
-  FROM jsonb_to_recordset($11::jsonb) AS e(i integer, event_id uuid, channel text, namespace jsonb, data jsonb,
+  FROM jsonb_to_recordset($7::jsonb) AS e(i integer, event_id uuid, channel text, namespace jsonb, data jsonb,
     op_key text)
   WHERE e.op_key IS NULL OR NOT EXISTS (SELECT 1 FROM events x WHERE x.run_id = $1 AND x.op_key = e.op_key)
 ), counter AS (
   UPDATE threads t SET
     last_seq = t.last_seq + (SELECT count(*) FROM fresh),
-    "values" = COALESCE($10::jsonb, t."values"),
-    status = CASE WHEN $5::text IN ('success', 'error') AND t.active_run_id = $1
-      THEN (CASE WHEN $5::text = 'success' THEN 'idle' ELSE 'error' END) ELSE t.status END,
-    active_run_id = CASE WHEN $5::text IN ('success', 'error') AND t.active_run_id = $1
+    "values" = COALESCE($6::jsonb, t."values"),
+    status = CASE WHEN $4::text IN ('success', 'error') AND t.active_run_id = $1
+      THEN (CASE WHEN $4::text = 'success' THEN 'idle' ELSE 'error' END) ELSE t.status END,
+    active_run_id = CASE WHEN $4::text IN ('success', 'error') AND t.active_run_id = $1
       THEN NULL ELSE t.active_run_id END,
     updated_at = now()
   FROM fence f WHERE t.thread_id = f.thread_id
@@ -72,20 +64,48 @@ WITH fence AS (
   INSERT INTO thread_states (checkpoint_id, thread_id, parent_checkpoint_id, run_id, "values")
   SELECT gen_random_uuid(), c.thread_id,
     (SELECT p.checkpoint_id FROM thread_states p WHERE p.thread_id = c.thread_id ORDER BY p.created_at DESC LIMIT 1),
-    $1, $10::jsonb
-  FROM counter c WHERE $10::jsonb IS NOT NULL
+    $1, $6::jsonb
+  FROM counter c WHERE $6::jsonb IS NOT NULL
   RETURNING checkpoint_id
 ), logged AS (
   INSERT INTO events (thread_id, seq, event_id, tenant_id, run_id, attempt, ts, channel, namespace, data, op_key)
-  SELECT c.thread_id, c.last_seq - (SELECT count(*) FROM fresh) + f.n, f.event_id, c.tenant_id, $1, $4,
-    $12::timestamptz, f.channel, f.namespace, f.data, f.op_key
+  SELECT c.thread_id, c.last_seq - (SELECT count(*) FROM fresh) + f.n, f.event_id, c.tenant_id, $1, $3,
+    $8::timestamptz, f.channel, f.namespace, f.data, f.op_key
   FROM counter c, fresh f
   RETURNING event_id, seq
 )
 SELECT (SELECT count(*) FROM fence)::int AS fenced,
-  (SELECT count(*) FROM step)::int AS steps,
-  (SELECT count(*) FROM state)::int AS states,
   (SELECT coalesce(jsonb_agg(jsonb_build_object('event_id', event_id, 'seq', seq)), '[]'::jsonb) FROM logged) AS logged`;
+}
+
+/**
+ * A checkpoint of a running run: the fence only locks the run row (FOR SHARE
+ * conflicts with the UPDATE of a claim or the sweeper) instead of rewriting
+ * it, so no new row version and no index entries. Heartbeats extend the lease.
+ */
+const CHECKPOINT_SQL = checkpointSql(`
+  SELECT thread_id, tenant_id FROM runs
+  WHERE run_id = $1 AND lease_epoch = $2 AND status = 'running' AND $4::text IS NULL
+  FOR SHARE`);
+
+/**
+ * A write that ends the run ($4 success | error, with $9 output or $10 error)
+ * or suspends it ($4 waiting until $11): the status change is the fence. A
+ * wake-up is not a new attempt, so suspending gives the attempt back.
+ */
+const ENDING_CHECKPOINT_SQL = checkpointSql(`
+  UPDATE runs SET
+    status = $4::text,
+    output = CASE WHEN $4::text = 'success' THEN $9::jsonb ELSE output END,
+    error = CASE WHEN $4::text = 'error' THEN $10::jsonb ELSE error END,
+    lease_owner = NULL,
+    lease_expires_at = NULL,
+    available_at = CASE WHEN $4::text = 'waiting' THEN $11::timestamptz ELSE available_at END,
+    attempt = CASE WHEN $4::text = 'waiting' THEN attempt - 1 ELSE attempt END,
+    finished_at = CASE WHEN $4::text IN ('success', 'error') THEN now() ELSE finished_at END,
+    updated_at = now()
+  WHERE run_id = $1 AND lease_epoch = $2 AND status = 'running'
+  RETURNING thread_id, tenant_id`);
 
 /**
  * Writes a checkpoint for the run the lease names, in one statement. Returns
@@ -95,7 +115,7 @@ SELECT (SELECT count(*) FROM fence)::int AS fenced,
 export async function writeCheckpoint(
   db: Queryable,
   lease: Lease,
-  options: { leaseMs: number; attempt: number },
+  options: { attempt: number },
   write: CheckpointWrite,
 ): Promise<EventEnvelope[]> {
   const ts = new Date().toISOString();
@@ -109,35 +129,38 @@ export async function writeCheckpoint(
   }));
   const step = write.step;
   const end = write.end;
-  const res = await db.query<{ fenced: number; logged: Array<{ event_id: string; seq: number }> }>(
-    CHECKPOINT_SQL,
-    [
-      lease.runId,
-      lease.epoch,
-      options.leaseMs,
-      options.attempt,
-      end?.status ?? null,
-      end?.status === 'success' ? json(end.output ?? null) : null,
-      end?.status === 'error' ? json(end.error) : null,
-      end?.status === 'waiting' ? end.until.toISOString() : null,
-      step === undefined
-        ? null
-        : json({
-            step_index: step.index,
-            name: step.name,
-            kind: step.kind,
-            status: step.status,
-            result: step.result ?? null,
-            attempt: step.attempt,
-            usage: step.usage ?? null,
-            wake_at: step.wakeAt?.toISOString() ?? null,
-            started_at: step.startedAt.toISOString(),
-          }),
-      write.values === undefined ? null : json(write.values),
-      json(events),
-      ts,
-    ],
-  );
+  const shared = [
+    lease.runId,
+    lease.epoch,
+    options.attempt,
+    end?.status ?? null,
+    step === undefined
+      ? null
+      : json({
+          step_index: step.index,
+          name: step.name,
+          kind: step.kind,
+          status: step.status,
+          result: step.result ?? null,
+          attempt: step.attempt,
+          usage: step.usage ?? null,
+          wake_at: step.wakeAt?.toISOString() ?? null,
+          started_at: step.startedAt.toISOString(),
+        }),
+    write.values === undefined ? null : json(write.values),
+    json(events),
+    ts,
+  ];
+  type Result = { fenced: number; logged: Array<{ event_id: string; seq: number }> };
+  const res =
+    end === undefined
+      ? await db.query<Result>(CHECKPOINT_SQL, shared)
+      : await db.query<Result>(ENDING_CHECKPOINT_SQL, [
+          ...shared,
+          end.status === 'success' ? json(end.output ?? null) : null,
+          end.status === 'error' ? json(end.error) : null,
+          end.status === 'waiting' ? end.until.toISOString() : null,
+        ]);
   const row = res.rows[0];
   if (row === undefined || Number(row.fenced) === 0) {
     throw new HangarError(

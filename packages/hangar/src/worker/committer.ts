@@ -9,7 +9,6 @@ export interface CommitterOptions {
   bus: Bus;
   lease: Lease;
   attempt: number;
-  leaseMs: number;
   /** How long emitted events may wait before they are written (coalescing window). */
   flushMs: number;
   /** Buffered events above which `emit` waits for a flush (backpressure on chatty agents). */
@@ -75,13 +74,13 @@ export class RunCommitter {
     this.buffer = [];
     const { step, values, end } = request;
     if (events.length === 0 && step === undefined && values === undefined && end === undefined) return;
-    const { db, lease, leaseMs, attempt } = this.options;
+    const { db, lease, attempt } = this.options;
     let written: EventEnvelope[];
     try {
       written = await writeCheckpoint(
         db,
         lease,
-        { leaseMs, attempt },
+        { attempt },
         {
           events,
           ...(step === undefined ? {} : { step }),

@@ -57,7 +57,6 @@ export async function executeRun(
     bus: deps.bus,
     lease,
     attempt: run.attempt,
-    leaseMs: deps.leaseMs,
     flushMs: deps.flushMs,
     maxBuffered: deps.maxBufferedEvents,
   });
