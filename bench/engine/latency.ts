@@ -10,10 +10,9 @@ import pino from 'pino';
 import { uuidv5 } from '../../packages/hangar/src/assistants/registry.ts';
 import { MemoryBus } from '../../packages/hangar/src/bus/memory.ts';
 import { isTerminalEvent } from '../../packages/hangar/src/events/envelope.ts';
-import { appendEvents } from '../../packages/hangar/src/events/log.ts';
-import { claimRun, createRun, fence } from '../../packages/hangar/src/runs/repository.ts';
+import { writeCheckpoint } from '../../packages/hangar/src/runs/checkpoint.ts';
+import { claimRun, createRun } from '../../packages/hangar/src/runs/repository.ts';
 import type { Lease } from '../../packages/hangar/src/runs/types.ts';
-import { writeStep } from '../../packages/hangar/src/steps/repository.ts';
 import type { Queryable, SqlClient } from '../../packages/hangar/src/store/sql.ts';
 import { createThread } from '../../packages/hangar/src/threads/repository.ts';
 import { RunCommitter } from '../../packages/hangar/src/worker/committer.ts';
@@ -77,34 +76,24 @@ async function rawInsert(bench: BenchDatabase): Promise<Block> {
 }
 
 /**
- * 2a. The engine's own checkpoint functions (fence, writeStep, appendEvents)
- * on a plain client with BEGIN/COMMIT: the statements' cost without the pool,
- * the committer chain or the agent context.
+ * 2a. The engine's checkpoint statement (runs/checkpoint.ts) on a plain
+ * client, unprepared: the statement's cost without the pool, prepared
+ * statements, the committer chain or the agent context.
  */
 async function bareCheckpoint(bench: BenchDatabase): Promise<Block> {
   const lease = await claimedLease(bench.db, 'bench-bare');
   const client = await bench.client();
-  const tx: Queryable = {
+  const plain: Queryable = {
     query: async <R>(sql: string, params?: readonly unknown[]) => {
       const res = await client.query(sql, params as unknown[] | undefined);
       return { rows: res.rows as R[], rowCount: res.rowCount ?? 0 };
     },
   };
-  const ctx = { tenantId: lease.tenantId, threadId: lease.threadId, runId: lease.runId, attempt: 1 };
   let index = 0;
   return (n) =>
     timeLoop(n, 0, async () => {
       const i = index++;
-      await client.query('BEGIN');
-      try {
-        await fence(tx, lease, LEASE_MS);
-        await writeStep(tx, lease.runId, stepWrite(i));
-        await appendEvents(tx, ctx, [updateEvent(i)]);
-        await client.query('COMMIT');
-      } catch (err) {
-        await client.query('ROLLBACK');
-        throw err;
-      }
+      await writeCheckpoint(plain, lease, { attempt: 1 }, { step: stepWrite(i), events: [updateEvent(i)] });
     });
 }
 
@@ -228,7 +217,7 @@ export async function measureLatency(
       },
       {
         key: 'bare_checkpoint',
-        what: "2a. engine's checkpoint SQL on a plain client (BEGIN, fence, step, seq, events, COMMIT)",
+        what: "2a. engine's checkpoint statement on a plain client (unprepared)",
         perBlock: part,
         block: await bareCheckpoint(bench),
       },

@@ -1,23 +1,21 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ErrorCode, HangarError } from '../errors.ts';
-import { appendEvents, readEvents } from '../events/log.ts';
-import { loadSteps, writeStep } from '../steps/repository.ts';
+import { readEvents } from '../events/log.ts';
+import { loadSteps } from '../steps/repository.ts';
 import { createTestStore, STORE_KINDS, type TestStore } from '../testing/db.ts';
 import { createThread, getThread } from '../threads/repository.ts';
+import { writeCheckpoint } from './checkpoint.ts';
 import {
   type CreateRunInput,
   claimRun,
   claimRuns,
   createRun,
-  fence,
-  finishRunInTx,
   getRun,
   heartbeat,
   releaseRun,
   requeueAllRunning,
   requeueExpiredLeases,
-  suspendRunInTx,
 } from './repository.ts';
 import type { ClaimedRun, Lease } from './types.ts';
 
@@ -70,7 +68,32 @@ describe.each(STORE_KINDS)('runs repository on %s', (kind) => {
   }
 
   function finish(lease: Lease, status: 'success' | 'error' = 'success'): Promise<void> {
-    return store.db.transaction((tx) => finishRunInTx(tx, lease, { status, output: { done: true } }));
+    return writeCheckpoint(
+      store.db,
+      lease,
+      { attempt: 1 },
+      {
+        events: [],
+        end:
+          status === 'success'
+            ? { status, output: { done: true } }
+            : { status, error: { code: 'agent_error', type: 'Error', message: 'failed' } },
+      },
+    ).then(() => undefined);
+  }
+
+  /** A write with nothing in it: just the fence. */
+  function touch(lease: Lease): Promise<unknown> {
+    return writeCheckpoint(store.db, lease, { attempt: 1 }, { events: [] });
+  }
+
+  function suspend(lease: Lease, until: Date): Promise<unknown> {
+    return writeCheckpoint(
+      store.db,
+      lease,
+      { attempt: 1 },
+      { events: [], end: { status: 'waiting', until } },
+    );
   }
 
   async function runRow(runId: string) {
@@ -377,14 +400,11 @@ describe.each(STORE_KINDS)('runs repository on %s', (kind) => {
       const agent = newAgent();
       await createRun(store.db, runInput(agent));
       const first = await claimOrFail(agent);
-      await store.db.transaction((tx) => fence(tx, first.lease, LEASE_MS));
+      await touch(first.lease);
       expect(await releaseRun(store.db, first.lease)).toBe(true);
       const second = await claimOrFail(agent);
-      await store.db.transaction((tx) => fence(tx, second.lease, LEASE_MS));
-      const err = await expectHangarError(
-        store.db.transaction((tx) => fence(tx, first.lease, LEASE_MS)),
-        'lease_lost',
-      );
+      await touch(second.lease);
+      const err = await expectHangarError(touch(first.lease), 'lease_lost');
       expect(err.details).toEqual({ run_id: first.lease.runId, epoch: 1 });
     });
 
@@ -393,10 +413,7 @@ describe.each(STORE_KINDS)('runs repository on %s', (kind) => {
       await createRun(store.db, runInput(agent));
       const claimed = await claimOrFail(agent);
       await finish(claimed.lease);
-      await expectHangarError(
-        store.db.transaction((tx) => fence(tx, claimed.lease, LEASE_MS)),
-        'lease_lost',
-      );
+      await expectHangarError(touch(claimed.lease), 'lease_lost');
       await expectHangarError(finish(claimed.lease), 'lease_lost');
       expect(await heartbeat(store.db, claimed.lease, LEASE_MS)).toBe(false);
     });
@@ -485,7 +502,7 @@ describe.each(STORE_KINDS)('runs repository on %s', (kind) => {
         store.db,
         runInput(agent, { threadId: run.thread_id, multitaskStrategy: 'enqueue' }),
       );
-      await store.db.transaction((tx) => suspendRunInTx(tx, claimed.lease, new Date(Date.now() + 3_600_000)));
+      await suspend(claimed.lease, new Date(Date.now() + 3_600_000));
       expect(await runRow(run.run_id)).toMatchObject({ status: 'waiting', lease_owner: null });
       // Neither the sleeping run nor the next run of its thread can start yet.
       expect(await claim(agent)).toBeNull();
@@ -540,34 +557,35 @@ describe.each(STORE_KINDS)('runs repository on %s', (kind) => {
       return Number(res.rows[0]?.last_seq);
     }
 
-    function checkpoint(lease: Lease, order: 'fence-first' | 'fence-last') {
-      return store.db.transaction(async (tx) => {
-        if (order === 'fence-first') await fence(tx, lease, LEASE_MS);
-        await writeStep(tx, lease.runId, {
-          index: 0,
-          name: `step-of-${lease.owner}`,
-          kind: 'step',
-          status: 'completed',
-          result: { by: lease.owner },
-          attempt: lease.epoch,
-          startedAt: new Date(),
-        });
-        const events = await appendEvents(
-          tx,
-          { tenantId: lease.tenantId, threadId: lease.threadId, runId: lease.runId, attempt: lease.epoch },
-          [{ channel: 'custom', data: { by: lease.owner } }],
-        );
-        // The run's status write is fenced too (finishRunInTx checks the epoch).
-        if (order === 'fence-last') await finishRunInTx(tx, lease, { status: 'success' });
-        return events;
-      });
+    /** A step checkpoint as the engine writes it: step row, event, optionally the run's end. */
+    async function checkpoint(lease: Lease, kind: 'step' | 'final') {
+      return writeCheckpoint(
+        store.db,
+        lease,
+        { attempt: lease.epoch },
+        {
+          step: {
+            index: 0,
+            name: `step-of-${lease.owner}`,
+            kind: 'step',
+            status: 'completed',
+            result: { by: lease.owner },
+            attempt: lease.epoch,
+            startedAt: new Date(),
+          },
+          values: { by: lease.owner },
+          events: [{ channel: 'custom', data: { by: lease.owner } }],
+          ...(kind === 'final' ? { end: { status: 'success' as const, output: { by: lease.owner } } } : {}),
+        },
+      );
     }
 
-    it.each(['fence-first', 'fence-last'] as const)(
-      'the old worker commits neither a checkpoint nor an event (%s)',
-      async (order) => {
+    it.each(['step', 'final'] as const)(
+      'the old worker commits neither a checkpoint, nor state, nor an event (%s write)',
+      async (kind) => {
         const { stale, current } = await takeover();
-        await expectHangarError(checkpoint(stale, order), 'lease_lost');
+        await expectHangarError(checkpoint(stale, kind), 'lease_lost');
+        expect((await getThread(store.db, TENANT, stale.threadId))?.values).toEqual({});
 
         expect(await loadSteps(store.db, stale.runId)).toEqual([]);
         expect(await readEvents(store.db, TENANT, stale.threadId, { afterSeq: 0, limit: 100 })).toEqual([]);
@@ -579,7 +597,7 @@ describe.each(STORE_KINDS)('runs repository on %s', (kind) => {
         });
 
         // The new owner commits normally, and the failed attempt burned no seq.
-        const written = await checkpoint(current, 'fence-first');
+        const written = await checkpoint(current, 'step');
         expect(written.map((e) => e.seq)).toEqual([1]);
         const steps = await loadSteps(store.db, current.runId);
         expect(steps.map((s) => s.result)).toEqual([{ by: 'worker-b' }]);
@@ -590,10 +608,7 @@ describe.each(STORE_KINDS)('runs repository on %s', (kind) => {
 
     it('the old worker cannot suspend, release or finish the run', async () => {
       const { stale, current } = await takeover();
-      await expectHangarError(
-        store.db.transaction((tx) => suspendRunInTx(tx, stale, new Date())),
-        'lease_lost',
-      );
+      await expectHangarError(suspend(stale, new Date()), 'lease_lost');
       expect(await releaseRun(store.db, stale)).toBe(false);
       await expectHangarError(finish(stale, 'error'), 'lease_lost');
       expect(await runRow(current.runId)).toMatchObject({

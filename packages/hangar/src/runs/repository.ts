@@ -245,30 +245,6 @@ export async function claimRun(db: Queryable, options: ClaimOptions): Promise<Cl
   return claimed ?? null;
 }
 
-/**
- * Checks the lease and extends it, inside the caller's transaction. Every
- * worker write starts with this: a worker whose lease was taken over gets
- * `lease_lost` and its transaction rolls back, so it cannot commit anything.
- */
-export async function fence(tx: Queryable, lease: Lease, leaseMs: number): Promise<void> {
-  const res = await tx.query(
-    `UPDATE runs SET lease_expires_at = now() + ($3::bigint * interval '1 millisecond'), updated_at = now()
-     WHERE run_id = $1 AND lease_epoch = $2 AND status = 'running'`,
-    [lease.runId, lease.epoch, leaseMs],
-  );
-  if (res.rowCount === 0) throw leaseLost(lease);
-}
-
-function leaseLost(lease: Lease): HangarError {
-  return new HangarError(
-    'lease_lost',
-    `lease on run ${lease.runId} (epoch ${lease.epoch}) is no longer held`,
-    {
-      details: { run_id: lease.runId, epoch: lease.epoch },
-    },
-  );
-}
-
 /** Extends the lease; false when it was lost. */
 export async function heartbeat(db: Queryable, lease: Lease, leaseMs: number): Promise<boolean> {
   const res = await db.query(
@@ -277,48 +253,6 @@ export async function heartbeat(db: Queryable, lease: Lease, leaseMs: number): P
     [lease.runId, lease.epoch, leaseMs],
   );
   return res.rowCount > 0;
-}
-
-export interface FinishInput {
-  status: 'success' | 'error' | 'cancelled' | 'timeout' | 'dead';
-  output?: unknown;
-  error?: RunErrorRecord;
-}
-
-/** Ends the run and frees its thread, inside the caller's (fenced) transaction. */
-export async function finishRunInTx(tx: Queryable, lease: Lease, input: FinishInput): Promise<void> {
-  const res = await tx.query(
-    `UPDATE runs SET status = $3, output = $4::jsonb, error = $5::jsonb, lease_owner = NULL,
-       lease_expires_at = NULL, finished_at = now(), updated_at = now()
-     WHERE run_id = $1 AND lease_epoch = $2 AND status = 'running'`,
-    [lease.runId, lease.epoch, input.status, json(input.output ?? null), json(input.error ?? null)],
-  );
-  if (res.rowCount === 0) throw leaseLost(lease);
-  await tx.query(
-    `UPDATE threads SET active_run_id = NULL, status = $2, updated_at = now()
-     WHERE thread_id = $1 AND active_run_id = $3`,
-    [
-      lease.threadId,
-      input.status === 'success' || input.status === 'cancelled' ? 'idle' : 'error',
-      lease.runId,
-    ],
-  );
-}
-
-/**
- * Suspends a running run until `availableAt` (a durable sleep): the lease is
- * released, the thread stays held by this run, and any worker may claim it
- * when the time comes. Waking up is not a new attempt, so the claim that
- * resumes it keeps the attempt number (attempts count failures, not sleeps).
- */
-export async function suspendRunInTx(tx: Queryable, lease: Lease, availableAt: Date): Promise<void> {
-  const res = await tx.query(
-    `UPDATE runs SET status = 'waiting', available_at = $3, lease_owner = NULL, lease_expires_at = NULL,
-       attempt = attempt - 1, updated_at = now()
-     WHERE run_id = $1 AND lease_epoch = $2 AND status = 'running'`,
-    [lease.runId, lease.epoch, availableAt],
-  );
-  if (res.rowCount === 0) throw leaseLost(lease);
 }
 
 /** Hands a run back to the queue without counting the attempt (graceful drain). */
@@ -363,12 +297,4 @@ export async function requeueAllRunning(db: Queryable): Promise<string[]> {
      WHERE status = 'running' RETURNING run_id`,
   );
   return res.rows.map((r) => r.run_id);
-}
-
-/** The earliest time a waiting run becomes claimable (for idle workers' timers). */
-export async function nextWakeAt(db: Queryable): Promise<Date | null> {
-  const res = await db.query<{ at: Date | null }>(
-    `SELECT min(available_at) AS at FROM runs WHERE status = 'waiting'`,
-  );
-  return res.rows[0]?.at ?? null;
 }

@@ -1,4 +1,4 @@
-import { json, type Queryable } from '../store/sql.ts';
+import type { Queryable } from '../store/sql.ts';
 
 export type StepKind = 'step' | 'sleep' | 'llm' | 'interrupt' | 'wait_event';
 
@@ -58,27 +58,4 @@ export interface StepWrite {
   usage?: Record<string, unknown>;
   wakeAt?: Date;
   startedAt: Date;
-}
-
-/** Records a step inside the caller's fenced transaction (upsert: a sleeping step later completes). */
-export async function writeStep(tx: Queryable, runId: string, step: StepWrite): Promise<void> {
-  await tx.query(
-    `INSERT INTO steps (run_id, step_index, name, kind, status, result, attempt, usage, wake_at, started_at)
-     VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8::jsonb, $9, $10)
-     ON CONFLICT (run_id, step_index) DO UPDATE SET status = EXCLUDED.status, result = EXCLUDED.result,
-       attempt = EXCLUDED.attempt, usage = EXCLUDED.usage, finished_at = now()`,
-    [
-      runId,
-      step.index,
-      step.name,
-      step.kind,
-      step.status,
-      // A JSON null marks "returned undefined"; both replay as the recorded value.
-      json(step.result ?? null),
-      step.attempt,
-      json(step.usage),
-      step.wakeAt ?? null,
-      step.startedAt,
-    ],
-  );
 }

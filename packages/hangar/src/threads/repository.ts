@@ -43,24 +43,6 @@ export async function getThread(db: Queryable, tenantId: string, threadId: strin
   return row === undefined ? null : toThread(row);
 }
 
-/** Saves a run's thread state and appends it to the thread's history (inside the run's fenced transaction). */
-export async function saveThreadValues(
-  tx: Queryable,
-  input: { threadId: string; runId: string; values: Record<string, unknown> },
-): Promise<void> {
-  await tx.query(`UPDATE threads SET "values" = $2::jsonb, updated_at = now() WHERE thread_id = $1`, [
-    input.threadId,
-    json(input.values),
-  ]);
-  await tx.query(
-    `INSERT INTO thread_states (checkpoint_id, thread_id, parent_checkpoint_id, run_id, "values")
-     VALUES ($1, $2,
-       (SELECT checkpoint_id FROM thread_states WHERE thread_id = $2 ORDER BY created_at DESC LIMIT 1),
-       $3, $4::jsonb)`,
-    [randomUUID(), input.threadId, input.runId, json(input.values)],
-  );
-}
-
 export interface ThreadStateSnapshot {
   checkpoint_id: string;
   parent_checkpoint_id: string | null;
