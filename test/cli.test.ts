@@ -3,9 +3,12 @@
  * line and a non-zero exit (never a stack trace), and the greeter example
  * works as written.
  */
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
+import { dropSchema, TEST_DATABASE_URL } from 'hangar/testing';
+import pg from 'pg';
 import { afterEach, expect, test } from 'vitest';
 import { Cleanup, FIXTURES, REPO_ROOT, STARTUP_MS } from './helpers.ts';
 
@@ -75,6 +78,32 @@ test('hangar worker without DATABASE_URL says what it needs', async () => {
   );
   expect(line).toContain('DATABASE_URL');
   expect(line).toContain('hangar dev');
+});
+
+test('hangar migrate prepares an empty schema once, then reports it up to date', async () => {
+  const schema = `hangar_test_migrate_${randomBytes(5).toString('hex')}`;
+  const env = { DATABASE_URL: TEST_DATABASE_URL, HANGAR_SCHEMA: schema };
+  try {
+    const first = await hangar(['migrate'], { env });
+    expect(first.code, first.output).toBe(0);
+    expect(first.output).toMatch(/applied migrations 1\b/);
+    const second = await hangar(['migrate'], { env });
+    expect(second.code, second.output).toBe(0);
+    expect(second.output).toContain('up to date');
+    const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
+    await client.connect();
+    try {
+      const tables = await client.query(
+        `SELECT count(*)::int AS n FROM information_schema.tables WHERE table_schema = $1 AND table_name IN ('runs', 'steps', 'events', 'threads')`,
+        [schema],
+      );
+      expect(tables.rows[0]?.n).toBe(4);
+    } finally {
+      await client.end();
+    }
+  } finally {
+    await dropSchema(schema);
+  }
 });
 
 test('hangar run with --input that is not JSON says so', async () => {
