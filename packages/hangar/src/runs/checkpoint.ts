@@ -67,6 +67,15 @@ WITH fence AS (${fence}), step AS (
     $1, $6::jsonb
   FROM counter c WHERE $6::jsonb IS NOT NULL
   RETURNING checkpoint_id
+), released AS (
+  -- A run that ends hands its thread to the thread's oldest queued run.
+  UPDATE runs q SET available_at = now(), updated_at = now()
+  WHERE q.run_id = (
+    SELECT o.run_id FROM runs o, fence f
+    WHERE $4::text IN ('success', 'error') AND o.thread_id = f.thread_id AND o.status = 'pending'
+      AND o.available_at = 'infinity' AND o.run_id <> $1
+    ORDER BY o.created_at, o.run_id LIMIT 1)
+  RETURNING q.run_id
 ), logged AS (
   INSERT INTO events (thread_id, seq, event_id, tenant_id, run_id, attempt, ts, channel, namespace, data, op_key)
   SELECT c.thread_id, c.last_seq - (SELECT count(*) FROM fresh) + f.n, f.event_id, c.tenant_id, $1, $3,
@@ -74,7 +83,7 @@ WITH fence AS (${fence}), step AS (
   FROM counter c, fresh f
   RETURNING event_id, seq
 )
-SELECT (SELECT count(*) FROM fence)::int AS fenced,
+SELECT (SELECT count(*) FROM fence)::int AS fenced, (SELECT count(*) FROM released)::int AS released,
   (SELECT coalesce(jsonb_agg(jsonb_build_object('event_id', event_id, 'seq', seq)), '[]'::jsonb) FROM logged) AS logged`;
 }
 

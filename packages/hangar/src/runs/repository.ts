@@ -86,6 +86,7 @@ export async function createRunInTx(tx: Queryable, input: CreateRunInput): Promi
   const runId = input.runId ?? randomUUID();
   const strategy = input.multitaskStrategy ?? 'reject';
   let threadId = input.threadId;
+  let queued = false;
   if (threadId === undefined) {
     threadId = randomUUID();
     await tx.query(`INSERT INTO threads (thread_id, tenant_id, metadata) VALUES ($1, $2, $3::jsonb)`, [
@@ -109,22 +110,26 @@ export async function createRunInTx(tx: Queryable, input: CreateRunInput): Promi
         threadId,
         input.tenantId,
       ]);
-    } else if (strategy === 'reject') {
+    } else {
       const busy = await tx.query(
         `SELECT 1 FROM runs WHERE thread_id = $1 AND status IN ('pending', 'running', 'waiting') LIMIT 1`,
         [threadId],
       );
-      if (busy.rowCount > 0) {
+      if (busy.rowCount > 0 && strategy === 'reject') {
         throw new HangarError('conflict', `thread ${threadId} is busy with another run`, {
           details: { thread_id: threadId, multitask_strategy: 'reject' },
         });
       }
+      // Queued behind the thread's current run: not claimable until that run ends and the
+      // ending write releases the thread's oldest queued run (runs/checkpoint.ts).
+      queued = busy.rowCount > 0;
     }
   }
   const res = await tx.query<RunRow>(
     `INSERT INTO runs (run_id, tenant_id, thread_id, assistant_id, agent, input, config, metadata, kwargs,
-       multitask_strategy, priority)
-     VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8::jsonb, $9::jsonb, $10, $11)
+       multitask_strategy, priority, available_at)
+     VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8::jsonb, $9::jsonb, $10, $11,
+       CASE WHEN $12::boolean THEN 'infinity'::timestamptz ELSE now() END)
      RETURNING ${RUN_COLUMNS}`,
     [
       runId,
@@ -138,6 +143,7 @@ export async function createRunInTx(tx: Queryable, input: CreateRunInput): Promi
       json(input.kwargs ?? {}),
       strategy,
       input.priority ?? 0,
+      queued,
     ],
   );
   const row = res.rows[0];
@@ -177,14 +183,14 @@ export interface ClaimOptions {
 /**
  * Claims up to `limit` claimable runs in one statement: highest priority, then
  * oldest. Claimable means `pending`, or `waiting` whose `available_at` has
- * passed, on a thread that is already held by this very run, or free with no
- * older queued run (runs of one thread start in creation order, so a claimer
- * that SKIP LOCKED past a thread's oldest run cannot take the next one).
- * `SKIP LOCKED` lets many workers claim at once without waiting on each
- * other; the conditional thread update is what keeps two runs of one thread
- * from running together: a run whose thread another claimer took in the
- * meantime is simply not claimed. Each claimed run comes with its step
- * history, so starting it costs no further query.
+ * passed. Runs of one thread start one at a time in creation order: a run
+ * created while its thread is busy waits with `available_at = infinity` until
+ * the thread's run ends and its ending write releases the oldest one. The
+ * conditional thread update is the safety net that keeps two runs of one
+ * thread from running together: a run whose thread is held by another is
+ * simply not claimed. `SKIP LOCKED` lets many workers claim at once without
+ * waiting on each other. Each claimed run comes with its step history, so
+ * starting it costs no further query.
  */
 export async function claimRuns(
   db: Queryable,
@@ -192,12 +198,12 @@ export async function claimRuns(
 ): Promise<ClaimedRun[]> {
   const res = await db.query<RunRow & { history: StepHistoryRow[] }>(
     `WITH candidates AS (
-       SELECT r.run_id, r.thread_id FROM runs r JOIN threads t ON t.thread_id = r.thread_id
+       -- Runs queued behind a busy thread wait with available_at = infinity, so every candidate
+       -- here is on a free thread (or holds its thread): a plain top-N over the claim index,
+       -- cheap whatever the table's statistics say.
+       SELECT r.run_id, r.thread_id FROM runs r
        WHERE r.status IN ('pending', 'waiting') AND r.available_at <= now()
          AND r.agent IN (SELECT jsonb_array_elements_text($1::jsonb))
-         AND (t.active_run_id = r.run_id OR (t.active_run_id IS NULL AND NOT EXISTS (
-           SELECT 1 FROM runs o WHERE o.thread_id = r.thread_id AND o.status IN ('pending', 'waiting')
-             AND (o.created_at, o.run_id) < (r.created_at, r.run_id))))
        ORDER BY r.priority DESC, r.available_at, r.created_at
        LIMIT $4
        FOR UPDATE OF r SKIP LOCKED
