@@ -5,6 +5,7 @@ import type { Bus } from '../bus/bus.ts';
 import { HangarError } from '../errors.ts';
 import type { SqlClient } from '../store/sql.ts';
 import { sendError, toHangarError } from './errors.ts';
+import { registerAssistantRoutes } from './routes/assistants.ts';
 import { registerRunRoutes } from './routes/runs.ts';
 import { registerThreadRoutes } from './routes/threads.ts';
 
@@ -66,6 +67,7 @@ export function createGateway(options: GatewayOptions): { app: FastifyInstance; 
   app.get('/info', async () => ({ version: '0.1.0', agents: options.registry.names }));
   registerRunRoutes(app, deps);
   registerThreadRoutes(app, deps);
+  registerAssistantRoutes(app, deps);
 
   return {
     app,

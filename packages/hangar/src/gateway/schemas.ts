@@ -28,3 +28,27 @@ export const ThreadCreateBody = z.looseObject({
 export const ListQuery = z.object({
   limit: z.coerce.number().int().min(1).max(1000).default(10),
 });
+
+export const AssistantParams = z.object({ assistant_id: Uuid });
+export const AgentParams = z.object({ agent_id: Uuid });
+
+const SearchPage = {
+  metadata: JsonObject.optional(),
+  limit: z.number().int().min(1).max(1000).default(10),
+  offset: z.number().int().min(0).default(0),
+};
+
+/** The LangGraph `POST /assistants/search` body (`select` and other fields are ignored). */
+export const AssistantSearchBody = z.looseObject({
+  graph_id: z.string().min(1).max(200).optional(),
+  name: z.string().min(1).max(200).optional(),
+  ...SearchPage,
+  sort_by: z.enum(['assistant_id', 'graph_id', 'name', 'created_at', 'updated_at']).optional(),
+  sort_order: z.enum(['asc', 'desc']).optional(),
+});
+
+/** The Agent Protocol `POST /agents/search` body. */
+export const AgentSearchBody = z.looseObject({
+  name: z.string().min(1).max(200).optional(),
+  ...SearchPage,
+});

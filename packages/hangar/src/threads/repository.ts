@@ -43,6 +43,24 @@ export async function getThread(db: Queryable, tenantId: string, threadId: strin
   return row === undefined ? null : toThread(row);
 }
 
+/**
+ * The seq of the thread's last logged event, or null when the thread does not
+ * exist. A reader that takes it before checking a run's status and then
+ * follows the log after it cannot miss the run's terminal event.
+ */
+export async function threadLastSeq(
+  db: Queryable,
+  tenantId: string,
+  threadId: string,
+): Promise<number | null> {
+  const res = await db.query<{ last_seq: number | string }>(
+    'SELECT last_seq FROM threads WHERE thread_id = $1 AND tenant_id = $2',
+    [threadId, tenantId],
+  );
+  const row = res.rows[0];
+  return row === undefined ? null : Number(row.last_seq);
+}
+
 export interface ThreadStateSnapshot {
   checkpoint_id: string;
   parent_checkpoint_id: string | null;

@@ -7,6 +7,7 @@ import { isTerminal } from '../../runs/status.ts';
 import type { Run } from '../../runs/types.ts';
 import { followThread } from '../../streaming/follow.ts';
 import { parseLastEventId, SseWriter } from '../../streaming/sse.ts';
+import { getThread, threadLastSeq } from '../../threads/repository.ts';
 import type { GatewayDeps } from '../app.ts';
 import { parseWith, zodError } from '../errors.ts';
 import { ListQuery, RunCreateBody, RunParams, ThreadParams } from '../schemas.ts';
@@ -18,7 +19,7 @@ export function publicRun(run: Run): Omit<Run, 'tenant_id'> {
 }
 
 export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void {
-  const create = async (request: FastifyRequest, threadId: string | undefined) => {
+  const create = async (request: FastifyRequest, threadId: string | undefined): Promise<Run> => {
     const body = parseWith(RunCreateBody, request.body, '');
     const { agent, assistantId } = deps.registry.resolve(body.assistant_id);
     const input = agent.input.safeParse(body.input ?? {});
@@ -38,15 +39,36 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
       createThread: body.if_not_exists === 'create',
     });
     deps.bus.notifyWork();
-    return publicRun(run);
+    return run;
+  };
+
+  // Create, then hold the request until the run ends. The thread's log position is taken before
+  // the run exists, so every event of the run (its terminal one included) comes after it.
+  const createAndWait = async (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    threadId: string | undefined,
+  ) => {
+    const tenantId = deps.tenantOf(request);
+    const afterSeq = threadId === undefined ? 0 : ((await threadLastSeq(deps.db, tenantId, threadId)) ?? 0);
+    const run = await create(request, threadId);
+    reply.header('content-location', `/threads/${run.thread_id}/runs/${run.run_id}`);
+    return waitForResult(request, reply, deps, run, afterSeq);
   };
 
   // Background runs answer at once with the pending run. 200, not 202: the
   // LangGraph SDK reads a 202 as an empty body.
-  app.post('/runs', async (request) => create(request, undefined));
+  app.post('/runs', async (request) => publicRun(await create(request, undefined)));
   app.post('/threads/:thread_id/runs', async (request) => {
     const { thread_id } = parseWith(ThreadParams, request.params, 'path');
-    return create(request, thread_id);
+    return publicRun(await create(request, thread_id));
+  });
+
+  // Blocking runs: same body as the background create; the answer is the run's result (`runResult`).
+  app.post('/runs/wait', async (request, reply) => createAndWait(request, reply, undefined));
+  app.post('/threads/:thread_id/runs/wait', async (request, reply) => {
+    const { thread_id } = parseWith(ThreadParams, request.params, 'path');
+    return createAndWait(request, reply, thread_id);
   });
 
   app.get('/threads/:thread_id/runs', async (request) => {
@@ -65,6 +87,105 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
     const run = await findRun(request, deps);
     await streamRun(request, reply, deps, run);
   });
+
+  app.get('/threads/:thread_id/runs/:run_id/join', async (request, reply) => {
+    const { thread_id } = parseWith(RunParams, request.params, 'path');
+    // Before reading the run: if it is still going, its terminal event comes after this position.
+    const afterSeq = (await threadLastSeq(deps.db, deps.tenantOf(request), thread_id)) ?? 0;
+    const run = await findRun(request, deps);
+    return waitForResult(request, reply, deps, run, afterSeq);
+  });
+}
+
+/**
+ * What `wait` and `join` answer for a finished run, as the LangGraph SDK's
+ * `runs.wait` / `runs.join` expect:
+ *
+ * - `success`: the thread's values (`ctx.state`) when the agent set any, as
+ *   LangGraph returns the graph's final state; otherwise the run's output.
+ *   An output that is not a JSON object or array is wrapped as `{ output }`:
+ *   the SDK looks for `__error__` in the body with `in`, which throws on
+ *   `null`, strings and numbers.
+ * - `error`, `timeout`, `dead`, `cancelled`: `{ __error__: { error, message, code } }`
+ *   with status 200, as LangGraph does. `error` is the thrown error's class
+ *   name for an agent's own error (LangGraph's `type(e).__name__`), else
+ *   Hangar's error code (`output_invalid`, `timeout`, …). The SDK's `wait`
+ *   throws `Error("<error>: <message>")` on it unless `raiseError: false`.
+ *
+ * @example
+ * runResult({ ...run, status: 'success', output: { answer: 42 } }, {}); // { answer: 42 }
+ * runResult({ ...run, status: 'success', output: 'hi' }, {});           // { output: 'hi' }
+ */
+export function runResult(run: Run, values: Record<string, unknown>): unknown {
+  if (run.status === 'success') {
+    if (Object.keys(values).length > 0) return values;
+    return typeof run.output === 'object' && run.output !== null
+      ? run.output
+      : { output: run.output ?? null };
+  }
+  const record = run.error;
+  const code = record?.code ?? run.status;
+  return {
+    __error__: {
+      error: record?.code === 'agent_error' ? record.type : code,
+      message: record?.message ?? `run ${run.run_id} ended with status ${run.status}`,
+      code,
+    },
+  };
+}
+
+/**
+ * Follows the thread's log (bus + log, no polling loop) until the run's
+ * terminal event, then answers `runResult`. A client that disconnects, or a
+ * gateway shutdown, stops the wait; the run itself goes on.
+ */
+async function waitForResult(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  deps: GatewayDeps,
+  run: Run,
+  afterSeq: number,
+): Promise<unknown> {
+  let current: Run | null = run;
+  if (!isTerminal(run.status)) {
+    const abort = new AbortController();
+    const onClose = () => abort.abort();
+    reply.raw.on('close', onClose);
+    deps.shutdown.addEventListener('abort', onClose);
+    try {
+      const events = followThread({
+        db: deps.db,
+        bus: deps.bus,
+        tenantId: run.tenant_id,
+        threadId: run.thread_id,
+        runId: run.run_id,
+        afterSeq,
+        signal: abort.signal,
+        runEnded: async () => {
+          const latest = await getRun(deps.db, run.tenant_id, run.run_id);
+          return latest === null || isTerminal(latest.status);
+        },
+      });
+      for await (const _event of events) {
+        // Only the end matters: the follow returns after the run's terminal event.
+      }
+    } finally {
+      reply.raw.off('close', onClose);
+      deps.shutdown.removeEventListener('abort', onClose);
+    }
+    if (abort.signal.aborted) {
+      request.log.info({ run_id: run.run_id }, 'wait ended before the run: client gone or shutdown');
+      throw new HangarError('unavailable', `stopped waiting for run ${run.run_id}; it goes on`, {
+        details: { run_id: run.run_id, thread_id: run.thread_id },
+      });
+    }
+    current = await getRun(deps.db, run.tenant_id, run.run_id);
+  }
+  if (current === null || !isTerminal(current.status)) {
+    throw new HangarError('internal', `run ${run.run_id} is not finished after its terminal event`);
+  }
+  const thread = await getThread(deps.db, run.tenant_id, run.thread_id);
+  return runResult(current, thread?.values ?? {});
 }
 
 async function findRun(request: FastifyRequest, deps: GatewayDeps): Promise<Run> {
