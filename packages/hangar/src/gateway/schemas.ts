@@ -52,3 +52,22 @@ export const AgentSearchBody = z.looseObject({
   name: z.string().min(1).max(200).optional(),
   ...SearchPage,
 });
+
+/** The LangGraph `POST /threads/search` body (`select` and `extract` are ignored). */
+export const ThreadSearchBody = z.looseObject({
+  ...SearchPage,
+  values: JsonObject.optional(),
+  status: z.enum(['idle', 'busy', 'interrupted', 'error']).optional(),
+  ids: z.array(Uuid).max(1000).optional(),
+  sort_by: z.enum(['thread_id', 'status', 'created_at', 'updated_at']).optional(),
+  sort_order: z.enum(['asc', 'desc']).optional(),
+});
+
+/** The LangGraph `PATCH /threads/{thread_id}` body (`ttl` is ignored). */
+export const ThreadPatchBody = z.looseObject({ metadata: JsonObject.default({}) });
+
+/** The LangGraph `POST /threads/{thread_id}/state` body (`checkpoint`, `checkpoint_id` are ignored). */
+export const ThreadStateUpdateBody = z.looseObject({
+  values: JsonObject,
+  as_node: z.string().min(1).max(200).optional(),
+});

@@ -6,6 +6,12 @@ import { createRun, getRun, listThreadRuns } from '../../runs/repository.ts';
 import { isTerminal } from '../../runs/status.ts';
 import type { Run } from '../../runs/types.ts';
 import { followThread } from '../../streaming/follow.ts';
+import {
+  DEFAULT_STREAM_MODES,
+  LangGraphMapper,
+  type StreamMode,
+  StreamModeParam,
+} from '../../streaming/langgraph.ts';
 import { parseLastEventId, SseWriter } from '../../streaming/sse.ts';
 import { getThread, threadLastSeq } from '../../threads/repository.ts';
 import type { GatewayDeps } from '../app.ts';
@@ -19,11 +25,21 @@ export function publicRun(run: Run): Omit<Run, 'tenant_id'> {
 }
 
 export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void {
-  const create = async (request: FastifyRequest, threadId: string | undefined): Promise<Run> => {
+  // `stream_mode` is kept in the run's kwargs: a stream joined or resumed without one uses it.
+  const create = async (
+    request: FastifyRequest,
+    threadId: string | undefined,
+    defaultModes?: readonly StreamMode[],
+  ): Promise<Run> => {
     const body = parseWith(RunCreateBody, request.body, '');
     const { agent, assistantId } = deps.registry.resolve(body.assistant_id);
     const input = agent.input.safeParse(body.input ?? {});
     if (!input.success) throw zodError(input.error, 'input', 'input_invalid');
+    const modes =
+      body.stream_mode === undefined || body.stream_mode === null
+        ? defaultModes
+        : parseWith(StreamModeParam, body.stream_mode, 'stream_mode');
+    const kwargs = modes === undefined ? body.kwargs : { ...body.kwargs, stream_mode: modes };
     const run = await createRun(deps.db, {
       tenantId: deps.tenantOf(request),
       agent: agent.name,
@@ -33,7 +49,7 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
       ...(body.run_id === undefined ? {} : { runId: body.run_id }),
       ...(body.metadata === undefined ? {} : { metadata: body.metadata }),
       ...(body.config === undefined ? {} : { config: body.config }),
-      ...(body.kwargs === undefined ? {} : { kwargs: body.kwargs }),
+      ...(kwargs === undefined ? {} : { kwargs }),
       ...(body.multitask_strategy === undefined ? {} : { multitaskStrategy: body.multitask_strategy }),
       ...(body.priority === undefined ? {} : { priority: body.priority }),
       createThread: body.if_not_exists === 'create',
@@ -56,6 +72,19 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
     return waitForResult(request, reply, deps, run, afterSeq);
   };
 
+  // Streaming runs: same body as the background create plus `stream_mode` (default `values`); the
+  // answer is the run's events in LangGraph form. As for wait, the position is taken before the run exists.
+  const createAndStream = async (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    threadId: string | undefined,
+  ) => {
+    const tenantId = deps.tenantOf(request);
+    const afterSeq = threadId === undefined ? 0 : ((await threadLastSeq(deps.db, tenantId, threadId)) ?? 0);
+    const run = await create(request, threadId, DEFAULT_STREAM_MODES);
+    await streamRun(request, reply, deps, run, { afterSeq, modes: storedModes(run) ?? DEFAULT_STREAM_MODES });
+  };
+
   // Background runs answer at once with the pending run. 200, not 202: the
   // LangGraph SDK reads a 202 as an empty body.
   app.post('/runs', async (request) => publicRun(await create(request, undefined)));
@@ -71,6 +100,12 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
     return createAndWait(request, reply, thread_id);
   });
 
+  app.post('/runs/stream', async (request, reply) => createAndStream(request, reply, undefined));
+  app.post('/threads/:thread_id/runs/stream', async (request, reply) => {
+    const { thread_id } = parseWith(ThreadParams, request.params, 'path');
+    return createAndStream(request, reply, thread_id);
+  });
+
   app.get('/threads/:thread_id/runs', async (request) => {
     const { thread_id } = parseWith(ThreadParams, request.params, 'path');
     const { limit } = parseWith(ListQuery, request.query, 'query');
@@ -83,9 +118,21 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
     return publicRun(run);
   });
 
+  // `stream_mode` (query, repeatable), else the modes the run was created with; a run created
+  // with none streams Hangar's own channels (what `hangar run --follow` and the dashboard read).
   app.get('/threads/:thread_id/runs/:run_id/stream', async (request, reply) => {
+    const query = request.query as Record<string, unknown>;
+    const asked =
+      query.stream_mode === undefined
+        ? undefined
+        : parseWith(StreamModeParam, query.stream_mode, 'stream_mode');
     const run = await findRun(request, deps);
-    await streamRun(request, reply, deps, run);
+    const lastEventId = parseLastEventId(request.headers['last-event-id'] ?? query.last_event_id);
+    await streamRun(request, reply, deps, run, {
+      afterSeq: lastEventId ?? 0,
+      resumed: lastEventId !== undefined,
+      modes: asked ?? storedModes(run),
+    });
   });
 
   app.get('/threads/:thread_id/runs/:run_id/join', async (request, reply) => {
@@ -199,40 +246,68 @@ async function findRun(request: FastifyRequest, deps: GatewayDeps): Promise<Run>
   return run;
 }
 
+/** The `stream_mode` a run was created with, if any. */
+function storedModes(run: Run): StreamMode[] | undefined {
+  const parsed = StreamModeParam.safeParse(run.kwargs.stream_mode);
+  return parsed.success ? parsed.data : undefined;
+}
+
+interface StreamOptions {
+  /** Events after this thread seq are sent. */
+  afterSeq: number;
+  /** A reconnect (`Last-Event-ID`): no `metadata` event, and the mapper is caught up to `afterSeq`. */
+  resumed?: boolean;
+  /** LangGraph stream modes; undefined streams the raw channels (`event:` = channel). */
+  modes?: readonly StreamMode[];
+}
+
 /**
- * Streams a run's events as SSE from the client's position (`Last-Event-ID`)
- * until the run's terminal event, then closes.
+ * Streams a run's events as SSE after a position until the run's terminal
+ * event, then closes. Every event's SSE id is the seq of the envelope it
+ * comes from, so `Last-Event-ID` resumes exactly after it.
  */
 async function streamRun(
   request: FastifyRequest,
   reply: FastifyReply,
   deps: GatewayDeps,
   run: Run,
+  options: StreamOptions,
 ): Promise<void> {
-  const query = request.query as Record<string, unknown>;
-  const lastEventId = parseLastEventId(request.headers['last-event-id'] ?? query.last_event_id);
+  const { afterSeq, modes } = options;
   const abort = new AbortController();
   const onClose = () => abort.abort();
   request.raw.on('close', onClose);
   reply.raw.on('close', onClose);
   deps.shutdown.addEventListener('abort', onClose);
+  const runPath = `/threads/${run.thread_id}/runs/${run.run_id}`;
   reply.hijack();
+  // `Content-Location` names the run (the SDK's `onRunCreated`); `Location` is where the SDK reconnects.
   const sse = new SseWriter(reply.raw, {
-    'content-location': `/threads/${run.thread_id}/runs/${run.run_id}`,
+    'content-location': runPath,
+    ...(modes === undefined ? {} : { location: `${runPath}/stream` }),
   });
   try {
-    if (lastEventId === undefined) await sse.send('metadata', { run_id: run.run_id, attempt: run.attempt });
+    const mapper = modes === undefined ? undefined : new LangGraphMapper(modes, run);
+    if (mapper !== undefined && options.resumed === true) {
+      for await (const event of replayRun(deps, run, 0, abort.signal)) {
+        if (event.seq > afterSeq) break;
+        mapper.map(event);
+      }
+    }
+    if (options.resumed !== true) {
+      await sse.send('metadata', { run_id: run.run_id, thread_id: run.thread_id, attempt: run.attempt });
+    }
     // A finished run's events are all in the log. Following it live would wait forever for a
     // terminal event the client already has (a reconnect with Last-Event-ID after the end).
     const events = isTerminal(run.status)
-      ? replayRun(deps, run, lastEventId ?? 0, abort.signal)
+      ? replayRun(deps, run, afterSeq, abort.signal)
       : followThread({
           db: deps.db,
           bus: deps.bus,
           tenantId: run.tenant_id,
           threadId: run.thread_id,
           runId: run.run_id,
-          afterSeq: lastEventId ?? 0,
+          afterSeq,
           signal: abort.signal,
           runEnded: async () => {
             const current = await getRun(deps.db, run.tenant_id, run.run_id);
@@ -240,7 +315,11 @@ async function streamRun(
           },
         });
     for await (const event of events) {
-      await sse.sendEnvelope(event);
+      if (mapper === undefined) {
+        await sse.sendEnvelope(event);
+      } else {
+        for (const mapped of mapper.map(event)) await sse.send(mapped.event, mapped.data, event.seq);
+      }
       if (abort.signal.aborted) break;
     }
   } catch (err) {

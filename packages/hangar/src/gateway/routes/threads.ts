@@ -1,10 +1,30 @@
 import type { FastifyInstance } from 'fastify';
 import { HangarError } from '../../errors.ts';
 import { sqlState, UNIQUE_VIOLATION } from '../../store/sql.ts';
-import { createThread, getThread, threadHistory } from '../../threads/repository.ts';
+import {
+  copyThread,
+  createThread,
+  deleteThread,
+  getThread,
+  patchThreadMetadata,
+  searchThreads,
+  threadHistory,
+  updateThreadState,
+} from '../../threads/repository.ts';
 import type { GatewayDeps } from '../app.ts';
 import { parseWith } from '../errors.ts';
-import { ListQuery, ThreadCreateBody, ThreadParams } from '../schemas.ts';
+import {
+  ListQuery,
+  ThreadCreateBody,
+  ThreadParams,
+  ThreadPatchBody,
+  ThreadSearchBody,
+  ThreadStateUpdateBody,
+} from '../schemas.ts';
+
+function threadNotFound(threadId: string): HangarError {
+  return new HangarError('not_found', `thread ${threadId} not found`, { details: { thread_id: threadId } });
+}
 
 export function registerThreadRoutes(app: FastifyInstance, deps: GatewayDeps): void {
   app.post('/threads', async (request) => {
@@ -29,8 +49,7 @@ export function registerThreadRoutes(app: FastifyInstance, deps: GatewayDeps): v
   app.get('/threads/:thread_id', async (request) => {
     const { thread_id } = parseWith(ThreadParams, request.params, 'path');
     const thread = await getThread(deps.db, deps.tenantOf(request), thread_id);
-    if (thread === null)
-      throw new HangarError('not_found', `thread ${thread_id} not found`, { details: { thread_id } });
+    if (thread === null) throw threadNotFound(thread_id);
     return thread;
   });
 
@@ -38,8 +57,7 @@ export function registerThreadRoutes(app: FastifyInstance, deps: GatewayDeps): v
     const { thread_id } = parseWith(ThreadParams, request.params, 'path');
     const tenantId = deps.tenantOf(request);
     const thread = await getThread(deps.db, tenantId, thread_id);
-    if (thread === null)
-      throw new HangarError('not_found', `thread ${thread_id} not found`, { details: { thread_id } });
+    if (thread === null) throw threadNotFound(thread_id);
     const [latest] = await threadHistory(deps.db, tenantId, thread_id, 1);
     return {
       values: thread.values,
@@ -58,9 +76,50 @@ export function registerThreadRoutes(app: FastifyInstance, deps: GatewayDeps): v
     const { thread_id } = parseWith(ThreadParams, request.params, 'path');
     const { limit } = parseWith(ListQuery, request.query, 'query');
     const tenantId = deps.tenantOf(request);
-    if ((await getThread(deps.db, tenantId, thread_id)) === null) {
-      throw new HangarError('not_found', `thread ${thread_id} not found`, { details: { thread_id } });
-    }
+    if ((await getThread(deps.db, tenantId, thread_id)) === null) throw threadNotFound(thread_id);
     return threadHistory(deps.db, tenantId, thread_id, limit);
+  });
+
+  app.post('/threads/search', async (request) => {
+    const body = parseWith(ThreadSearchBody, request.body ?? {}, '');
+    return searchThreads(deps.db, deps.tenantOf(request), {
+      ...(body.metadata === undefined ? {} : { metadata: body.metadata }),
+      ...(body.values === undefined ? {} : { values: body.values }),
+      ...(body.status === undefined ? {} : { status: body.status }),
+      ...(body.ids === undefined ? {} : { ids: body.ids }),
+      limit: body.limit,
+      offset: body.offset,
+      ...(body.sort_by === undefined ? {} : { sortBy: body.sort_by }),
+      ...(body.sort_order === undefined ? {} : { sortOrder: body.sort_order }),
+    });
+  });
+
+  app.patch('/threads/:thread_id', async (request) => {
+    const { thread_id } = parseWith(ThreadParams, request.params, 'path');
+    const { metadata } = parseWith(ThreadPatchBody, request.body ?? {}, '');
+    const thread = await patchThreadMetadata(deps.db, deps.tenantOf(request), thread_id, metadata);
+    if (thread === null) throw threadNotFound(thread_id);
+    return thread;
+  });
+
+  app.delete('/threads/:thread_id', async (request, reply) => {
+    const { thread_id } = parseWith(ThreadParams, request.params, 'path');
+    await deleteThread(deps.db, deps.tenantOf(request), thread_id);
+    return reply.status(204).send();
+  });
+
+  app.post('/threads/:thread_id/state', async (request) => {
+    const { thread_id } = parseWith(ThreadParams, request.params, 'path');
+    const body = parseWith(ThreadStateUpdateBody, request.body ?? {}, '');
+    const { checkpoint_id } = await updateThreadState(deps.db, deps.tenantOf(request), thread_id, {
+      values: body.values,
+      ...(body.as_node === undefined ? {} : { asNode: body.as_node }),
+    });
+    return { checkpoint: { thread_id, checkpoint_ns: '', checkpoint_id } };
+  });
+
+  app.post('/threads/:thread_id/copy', async (request) => {
+    const { thread_id } = parseWith(ThreadParams, request.params, 'path');
+    return copyThread(deps.db, deps.tenantOf(request), thread_id);
   });
 }
