@@ -39,6 +39,7 @@ export const ERROR_CODES = {
   body_too_large: api(413, false, 'The request body exceeds the configured limit.'),
   unsupported_media_type: api(415, false, 'The request body must be application/json.'),
   input_invalid: api(422, false, "The run input does not match the agent's input schema."),
+  idempotency_key_reused: api(422, false, 'The Idempotency-Key was already used with a different request.'),
   rate_limited: api(429, true, 'Too many requests or too many pending runs; retry after the given delay.'),
   internal: api(500, true, 'An unexpected server error. This is a bug; please report it.'),
   unavailable: api(503, true, 'The server is shutting down or a dependency is unreachable.'),

@@ -15,7 +15,8 @@ Usage:
                   Submits a run to a server and prints it (with --follow, its events until it ends).
 
 Environment: DATABASE_URL, HANGAR_SCHEMA, HANGAR_MODEL, HANGAR_LLM_BASE_URL, HANGAR_LLM_API_KEY,
-OPENAI_API_KEY, ANTHROPIC_API_KEY, HANGAR_LEASE_MS, HANGAR_WORKER_CONCURRENCY, LOG_LEVEL.
+OPENAI_API_KEY, ANTHROPIC_API_KEY, HANGAR_LEASE_MS, HANGAR_WORKER_CONCURRENCY, HANGAR_IDEMPOTENCY_TTL_HOURS,
+LOG_LEVEL.
 `;
 
 /** The CLI. Returns the exit code; user errors print one line, never a stack. */

@@ -63,6 +63,10 @@ export async function runServerCommand(command: ServerCommand, flags: Flags): Pr
   };
   const port = intFlag(flags, 'port', 8123, 0, 65535);
   const bodyLimitBytes = loaded.config.bodyLimitBytes ?? DEFAULT_BODY_LIMIT;
+  const idempotency =
+    env.HANGAR_IDEMPOTENCY_TTL_HOURS === undefined
+      ? {}
+      : { idempotencyTtlMs: env.HANGAR_IDEMPOTENCY_TTL_HOURS * 60 * 60 * 1000 };
 
   const host = String(flags.values.host ?? (command === 'gateway' ? '0.0.0.0' : '127.0.0.1'));
   let bus: Bus | undefined;
@@ -95,7 +99,7 @@ export async function runServerCommand(command: ServerCommand, flags: Flags): Pr
       llm,
       migrate: command === 'dev',
       recoverRunning: command === 'dev',
-      ...(command === 'worker' ? {} : { gateway: { port, host, bodyLimitBytes } }),
+      ...(command === 'worker' ? {} : { gateway: { port, host, bodyLimitBytes, ...idempotency } }),
       ...(command === 'gateway' ? {} : { worker }),
     });
   } catch (err) {

@@ -26,6 +26,12 @@ const EnvSchema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Worker lease length in ms (crash → resume time is about this plus the sweep interval). */
   HANGAR_LEASE_MS: z.coerce.number().int().min(500).optional(),
+  /** How long the gateway remembers an `Idempotency-Key`, in hours (default 72). */
+  HANGAR_IDEMPOTENCY_TTL_HOURS: z.coerce
+    .number()
+    .positive()
+    .max(24 * 365)
+    .optional(),
   /** Runs one worker executes at once. */
   HANGAR_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(1000).optional(),
 });

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { AgentRegistry } from '../assistants/registry.ts';
 import type { Bus } from '../bus/bus.ts';
 import { HangarError } from '../errors.ts';
+import { DEFAULT_IDEMPOTENCY_TTL_MS, sweepExpiredKeys } from '../runs/idempotency.ts';
 import type { SqlClient } from '../store/sql.ts';
 import { sendError, toHangarError } from './errors.ts';
 import { registerAssistantRoutes } from './routes/assistants.ts';
@@ -16,6 +17,10 @@ export interface GatewayOptions {
   logger: Logger;
   /** Largest accepted request body in bytes (default 1 MiB). */
   bodyLimitBytes?: number;
+  /** How long an `Idempotency-Key` is remembered (default 72 h). */
+  idempotencyTtlMs?: number;
+  /** How often expired idempotency keys are deleted (default every minute). */
+  idempotencySweepMs?: number;
 }
 
 export interface GatewayDeps {
@@ -26,6 +31,8 @@ export interface GatewayDeps {
   tenantOf(request: unknown): string;
   /** Aborted when the gateway shuts down: open streams end. */
   shutdown: AbortSignal;
+  /** Retention of an `Idempotency-Key`, in ms. */
+  idempotencyTtlMs: number;
 }
 
 export const DEFAULT_BODY_LIMIT = 1024 * 1024;
@@ -47,7 +54,15 @@ export function createGateway(options: GatewayOptions): { app: FastifyInstance; 
     registry: options.registry,
     tenantOf: () => 'default',
     shutdown: shutdown.signal,
+    idempotencyTtlMs: options.idempotencyTtlMs ?? DEFAULT_IDEMPOTENCY_TTL_MS,
   };
+  // Expired idempotency keys go in bounded batches; every gateway sweeps (SKIP LOCKED keeps that cheap).
+  const sweeper = setInterval(() => {
+    sweepExpiredKeys(options.db).catch((err: unknown) =>
+      options.logger.warn({ err }, 'idempotency key sweep failed'),
+    );
+  }, options.idempotencySweepMs ?? 60_000);
+  sweeper.unref();
 
   // Fastify parses text/plain bodies by default; the API takes JSON only, so a JSON document sent
   // as text/plain (a common curl mistake) gets a 415 saying so, not a confusing schema error.
@@ -72,6 +87,7 @@ export function createGateway(options: GatewayOptions): { app: FastifyInstance; 
   return {
     app,
     async close() {
+      clearInterval(sweeper);
       shutdown.abort();
       await app.close();
     },

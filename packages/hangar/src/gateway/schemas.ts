@@ -66,6 +66,30 @@ export const ThreadSearchBody = z.looseObject({
 /** The LangGraph `PATCH /threads/{thread_id}` body (`ttl` is ignored). */
 export const ThreadPatchBody = z.looseObject({ metadata: JsonObject.default({}) });
 
+export const ThreadCheckpointParams = z.object({ thread_id: Uuid, checkpoint_id: Uuid });
+
+/**
+ * The LangGraph `POST /threads/{thread_id}/history` body. `before` is a
+ * checkpoint id, `{checkpoint_id}` or the SDK's `Config`
+ * (`{configurable: {checkpoint_id}}`); `checkpoint` and `select` are ignored.
+ */
+export const ThreadHistoryBody = z.looseObject({
+  limit: z.number().int().min(1).max(1000).default(10),
+  before: z
+    .union([
+      Uuid,
+      z.looseObject({ checkpoint_id: Uuid }),
+      z.looseObject({ configurable: z.looseObject({ checkpoint_id: Uuid }) }),
+    ])
+    .nullish()
+    .transform((b): string | undefined => {
+      if (b == null || typeof b === 'string') return b ?? undefined;
+      const config = b as { checkpoint_id?: string; configurable?: { checkpoint_id: string } };
+      return config.checkpoint_id ?? config.configurable?.checkpoint_id;
+    }),
+  metadata: JsonObject.nullish().transform((m) => m ?? undefined),
+});
+
 /** The LangGraph `POST /threads/{thread_id}/state` body (`checkpoint`, `checkpoint_id` are ignored). */
 export const ThreadStateUpdateBody = z.looseObject({
   values: JsonObject,

@@ -201,18 +201,18 @@ describe.each(STORE_KINDS)('thread endpoints (%s)', (kind) => {
       updated_at: ISO,
     });
 
-    // The SDK's getHistory POSTs; Hangar serves history on GET for now.
-    type Snapshot = { checkpoint_id: string; parent_checkpoint_id: string | null; values: unknown };
-    const history = async (id: string) =>
-      (await (await call('GET', `/threads/${id}/history`)).json()) as Snapshot[];
-    const before = await history(source.thread_id);
-    const after = await history(copy.thread_id);
+    const before = await client.threads.getHistory(source.thread_id);
+    const after = await client.threads.getHistory(copy.thread_id);
     expect(before).toHaveLength(2);
     expect(after.map((s) => s.values)).toEqual(before.map((s) => s.values));
-    const sourceIds = new Set(before.map((s) => s.checkpoint_id));
-    for (const s of after) expect(sourceIds.has(s.checkpoint_id)).toBe(false);
+    expect(after.map((s) => s.metadata)).toEqual(before.map((s) => s.metadata));
+    const sourceIds = new Set(before.map((s) => s.checkpoint.checkpoint_id));
+    for (const s of after) {
+      expect(s.checkpoint.thread_id).toBe(copy.thread_id);
+      expect(sourceIds.has(s.checkpoint.checkpoint_id)).toBe(false);
+    }
     // Parent links point into the copy's own history.
-    expect(after[0]?.parent_checkpoint_id).toBe(after[1]?.checkpoint_id);
+    expect(after[0]?.parent_checkpoint?.checkpoint_id).toBe(after[1]?.checkpoint.checkpoint_id);
 
     // The copy is independent of its source.
     await client.threads.updateState(copy.thread_id, { values: { note: 'copy only' } });

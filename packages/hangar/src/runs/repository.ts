@@ -1,7 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import { HangarError, type RunErrorRecord } from '../errors.ts';
 import { type StepHistoryRow, toStepRecord } from '../steps/repository.ts';
-import { iso, json, type Queryable, type SqlClient } from '../store/sql.ts';
+import {
+  canonicalJson,
+  iso,
+  json,
+  type Queryable,
+  type SqlClient,
+  sqlState,
+  UNIQUE_VIOLATION,
+} from '../store/sql.ts';
 import type { MultitaskStrategy, RunStatus } from './status.ts';
 import type { ClaimedRun, Lease, Run } from './types.ts';
 
@@ -79,7 +87,48 @@ export interface CreateRunInput {
  * entry, so there is no dual write to lose.
  */
 export async function createRun(db: SqlClient, input: CreateRunInput): Promise<Run> {
-  return db.transaction((tx) => createRunInTx(tx, input));
+  try {
+    return await db.transaction((tx) => createRunInTx(tx, input));
+  } catch (err) {
+    if (input.runId === undefined || sqlState(err) !== UNIQUE_VIOLATION) throw err;
+    return existingRun(db, input, input.runId, err);
+  }
+}
+
+/**
+ * A client-supplied `run_id` that already exists: the same request again
+ * answers the existing run; anything else is `conflict` naming the run id
+ * (also when another tenant holds it, without saying so).
+ */
+async function existingRun(
+  db: Queryable,
+  input: CreateRunInput,
+  runId: string,
+  cause: unknown,
+): Promise<Run> {
+  const run = await getRun(db, input.tenantId, runId);
+  if (run !== null && sameRequest(run, input)) return run;
+  const taken =
+    run !== null || (await db.query('SELECT 1 FROM runs WHERE run_id = $1', [runId])).rowCount > 0;
+  if (!taken) throw cause; // Not the run id: another unique key (e.g. a thread created concurrently).
+  throw new HangarError('conflict', `run ${runId} already exists with a different request`, {
+    details: { run_id: runId },
+  });
+}
+
+/** Whether an existing run was created from this input (priority is not compared: runs don't expose it). */
+function sameRequest(run: Run, input: CreateRunInput): boolean {
+  const same = (a: unknown, b: unknown) => canonicalJson(a) === canonicalJson(b);
+  return (
+    run.agent === input.agent &&
+    run.assistant_id === input.assistantId &&
+    (input.threadId === undefined || run.thread_id === input.threadId) &&
+    run.multitask_strategy === (input.multitaskStrategy ?? 'reject') &&
+    same(run.input, input.input ?? null) &&
+    same(run.config, input.config ?? {}) &&
+    same(run.metadata, input.metadata ?? {}) &&
+    same(run.kwargs, input.kwargs ?? {})
+  );
 }
 
 export async function createRunInTx(tx: Queryable, input: CreateRunInput): Promise<Run> {

@@ -18,7 +18,15 @@ export interface StartOptions {
   logger: Logger;
   llm?: LlmSettings;
   /** Serve the HTTP API (gateway role). */
-  gateway?: { port: number; host: string; bodyLimitBytes?: number };
+  gateway?: {
+    port: number;
+    host: string;
+    bodyLimitBytes?: number;
+    /** Retention of an `Idempotency-Key` (default 72 h). */
+    idempotencyTtlMs?: number;
+    /** How often expired idempotency keys are deleted (default every minute). */
+    idempotencySweepMs?: number;
+  };
   /** Execute runs (worker role). */
   worker?: WorkerSettings;
   /** Apply migrations first (default true). */
@@ -62,6 +70,12 @@ export async function startHangar(options: StartOptions): Promise<RunningHangar>
       ...(options.gateway.bodyLimitBytes === undefined
         ? {}
         : { bodyLimitBytes: options.gateway.bodyLimitBytes }),
+      ...(options.gateway.idempotencyTtlMs === undefined
+        ? {}
+        : { idempotencyTtlMs: options.gateway.idempotencyTtlMs }),
+      ...(options.gateway.idempotencySweepMs === undefined
+        ? {}
+        : { idempotencySweepMs: options.gateway.idempotencySweepMs }),
     });
     let address: string;
     try {

@@ -83,27 +83,84 @@ export async function threadLastSeq(
   return row === undefined ? null : Number(row.last_seq);
 }
 
+/** One checkpoint of a thread's state, as stored. */
 export interface ThreadStateSnapshot {
   checkpoint_id: string;
   parent_checkpoint_id: string | null;
   run_id: string | null;
   values: Record<string, unknown>;
+  /** The stored metadata; a run's checkpoint also shows `source: 'loop'` and its `run_id`. */
+  metadata: Record<string, unknown>;
   created_at: string;
 }
 
+type SnapshotRow = Omit<ThreadStateSnapshot, 'created_at'> & { created_at: Date };
+
+const CHECKPOINT_METADATA = `(CASE WHEN s.run_id IS NULL THEN s.metadata
+  ELSE jsonb_build_object('source', 'loop', 'run_id', s.run_id) || s.metadata END)`;
+const SNAPSHOT_COLUMNS = `s.checkpoint_id, s.parent_checkpoint_id, s.run_id, s."values",
+  ${CHECKPOINT_METADATA} AS metadata, s.created_at`;
+
+function toSnapshot(row: SnapshotRow): ThreadStateSnapshot {
+  return { ...row, created_at: iso(row.created_at) ?? '' };
+}
+
+export interface HistoryQuery {
+  limit: number;
+  /** Only checkpoints older than this one (none when it is not the thread's). */
+  before?: string;
+  /** JSON containment on the checkpoint metadata. */
+  metadata?: Record<string, unknown>;
+}
+
+/**
+ * The thread's checkpoints, newest first; empty when the thread is not the tenant's.
+ *
+ * @example
+ * await threadHistory(db, 'default', threadId, { limit: 5, metadata: { source: 'update' } });
+ */
 export async function threadHistory(
   db: Queryable,
   tenantId: string,
   threadId: string,
-  limit = 10,
+  query: HistoryQuery = { limit: 10 },
 ): Promise<ThreadStateSnapshot[]> {
-  const res = await db.query<Omit<ThreadStateSnapshot, 'created_at'> & { created_at: Date }>(
-    `SELECT s.checkpoint_id, s.parent_checkpoint_id, s.run_id, s."values", s.created_at
+  const where = ['s.thread_id = $1', 't.tenant_id = $2'];
+  const params: unknown[] = [threadId, tenantId];
+  if (query.before !== undefined) {
+    params.push(query.before);
+    where.push(`(s.created_at, s.checkpoint_id) < (SELECT b.created_at, b.checkpoint_id FROM thread_states b
+      WHERE b.thread_id = $1 AND b.checkpoint_id = $${params.length})`);
+  }
+  if (query.metadata !== undefined) {
+    params.push(json(query.metadata));
+    where.push(`${CHECKPOINT_METADATA} @> $${params.length}::jsonb`);
+  }
+  params.push(query.limit);
+  const res = await db.query<SnapshotRow>(
+    `SELECT ${SNAPSHOT_COLUMNS}
      FROM thread_states s JOIN threads t ON t.thread_id = s.thread_id
-     WHERE s.thread_id = $1 AND t.tenant_id = $2 ORDER BY s.created_at DESC LIMIT $3`,
-    [threadId, tenantId, limit],
+     WHERE ${where.join(' AND ')} ORDER BY s.created_at DESC, s.checkpoint_id DESC LIMIT $${params.length}`,
+    params,
   );
-  return res.rows.map((r) => ({ ...r, created_at: iso(r.created_at) ?? '' }));
+  return res.rows.map(toSnapshot);
+}
+
+/** One checkpoint of the tenant's thread, or null. */
+export async function threadCheckpoint(
+  db: Queryable,
+  tenantId: string,
+  threadId: string,
+  checkpointId: string,
+): Promise<ThreadStateSnapshot | null> {
+  const res = await db.query<SnapshotRow>(
+    `SELECT ${SNAPSHOT_COLUMNS}
+     FROM thread_states s JOIN threads t ON t.thread_id = s.thread_id
+     WHERE s.thread_id = $1 AND t.tenant_id = $2 AND s.checkpoint_id = $3`,
+    [threadId, tenantId, checkpointId],
+  );
+  const row = res.rows[0];
+  return row === undefined ? null : toSnapshot(row);
 }
 
 export interface ThreadSearch {

@@ -1,8 +1,10 @@
+import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { HangarError } from '../../errors.ts';
 import type { EventEnvelope } from '../../events/envelope.ts';
 import { readEvents } from '../../events/log.ts';
-import { createRun, getRun, listThreadRuns } from '../../runs/repository.ts';
+import { createRunIdempotent, fingerprint, parseIdempotencyKey } from '../../runs/idempotency.ts';
+import { type CreateRunInput, createRun, getRun, listThreadRuns } from '../../runs/repository.ts';
 import { isTerminal } from '../../runs/status.ts';
 import type { Run } from '../../runs/types.ts';
 import { followThread } from '../../streaming/follow.ts';
@@ -26,11 +28,13 @@ export function publicRun(run: Run): Omit<Run, 'tenant_id'> {
 
 export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void {
   // `stream_mode` is kept in the run's kwargs: a stream joined or resumed without one uses it.
+  // With an `Idempotency-Key`, a repeat of the request answers the run the first one created.
   const create = async (
     request: FastifyRequest,
     threadId: string | undefined,
     defaultModes?: readonly StreamMode[],
-  ): Promise<Run> => {
+  ): Promise<{ run: Run; replayed: boolean }> => {
+    const key = parseIdempotencyKey(request.headers['idempotency-key']);
     const body = parseWith(RunCreateBody, request.body, '');
     const { agent, assistantId } = deps.registry.resolve(body.assistant_id);
     const input = agent.input.safeParse(body.input ?? {});
@@ -40,7 +44,7 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
         ? defaultModes
         : parseWith(StreamModeParam, body.stream_mode, 'stream_mode');
     const kwargs = modes === undefined ? body.kwargs : { ...body.kwargs, stream_mode: modes };
-    const run = await createRun(deps.db, {
+    const runInput: CreateRunInput = {
       tenantId: deps.tenantOf(request),
       agent: agent.name,
       assistantId,
@@ -53,9 +57,28 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
       ...(body.multitask_strategy === undefined ? {} : { multitaskStrategy: body.multitask_strategy }),
       ...(body.priority === undefined ? {} : { priority: body.priority }),
       createThread: body.if_not_exists === 'create',
-    });
-    deps.bus.notifyWork();
-    return run;
+    };
+    if (key === undefined) {
+      const run = await createRun(deps.db, runInput);
+      deps.bus.notifyWork();
+      return { run, replayed: false };
+    }
+    // The fingerprint covers the route and thread too: one key on /runs and on /runs/wait is a reuse.
+    const { run, replayed } = await createRunIdempotent(
+      deps.db,
+      { ...runInput, runId: body.run_id ?? randomUUID() },
+      {
+        key,
+        fingerprint: fingerprint({
+          route: request.routeOptions.url,
+          thread_id: threadId,
+          body: request.body,
+        }),
+        ttlMs: deps.idempotencyTtlMs,
+      },
+    );
+    if (!replayed) deps.bus.notifyWork();
+    return { run, replayed };
   };
 
   // Create, then hold the request until the run ends. The thread's log position is taken before
@@ -67,7 +90,7 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
   ) => {
     const tenantId = deps.tenantOf(request);
     const afterSeq = threadId === undefined ? 0 : ((await threadLastSeq(deps.db, tenantId, threadId)) ?? 0);
-    const run = await create(request, threadId);
+    const { run } = await create(request, threadId);
     reply.header('content-location', `/threads/${run.thread_id}/runs/${run.run_id}`);
     return waitForResult(request, reply, deps, run, afterSeq);
   };
@@ -81,16 +104,20 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
   ) => {
     const tenantId = deps.tenantOf(request);
     const afterSeq = threadId === undefined ? 0 : ((await threadLastSeq(deps.db, tenantId, threadId)) ?? 0);
-    const run = await create(request, threadId, DEFAULT_STREAM_MODES);
-    await streamRun(request, reply, deps, run, { afterSeq, modes: storedModes(run) ?? DEFAULT_STREAM_MODES });
+    const { run, replayed } = await create(request, threadId, DEFAULT_STREAM_MODES);
+    // A repeated request (same Idempotency-Key) streams the run from its start, as the first one did.
+    await streamRun(request, reply, deps, run, {
+      afterSeq: replayed ? 0 : afterSeq,
+      modes: storedModes(run) ?? DEFAULT_STREAM_MODES,
+    });
   };
 
   // Background runs answer at once with the pending run. 200, not 202: the
   // LangGraph SDK reads a 202 as an empty body.
-  app.post('/runs', async (request) => publicRun(await create(request, undefined)));
+  app.post('/runs', async (request) => publicRun((await create(request, undefined)).run));
   app.post('/threads/:thread_id/runs', async (request) => {
     const { thread_id } = parseWith(ThreadParams, request.params, 'path');
-    return publicRun(await create(request, thread_id));
+    return publicRun((await create(request, thread_id)).run);
   });
 
   // Blocking runs: same body as the background create; the answer is the run's result (`runResult`).

@@ -8,6 +8,9 @@ import {
   getThread,
   patchThreadMetadata,
   searchThreads,
+  type Thread,
+  type ThreadStateSnapshot,
+  threadCheckpoint,
   threadHistory,
   updateThreadState,
 } from '../../threads/repository.ts';
@@ -15,7 +18,9 @@ import type { GatewayDeps } from '../app.ts';
 import { parseWith } from '../errors.ts';
 import {
   ListQuery,
+  ThreadCheckpointParams,
   ThreadCreateBody,
+  ThreadHistoryBody,
   ThreadParams,
   ThreadPatchBody,
   ThreadSearchBody,
@@ -24,6 +29,31 @@ import {
 
 function threadNotFound(threadId: string): HangarError {
   return new HangarError('not_found', `thread ${threadId} not found`, { details: { thread_id: threadId } });
+}
+
+/**
+ * The SDK's `ThreadState` for one checkpoint. Hangar runs have no pending
+ * nodes or tasks between runs, so `next` and `tasks` are always empty. A
+ * thread with no checkpoint yet shows its values and a null checkpoint id.
+ */
+function threadState(
+  thread: Pick<Thread, 'thread_id' | 'values' | 'created_at'>,
+  snapshot?: ThreadStateSnapshot,
+) {
+  const checkpoint = (checkpoint_id: string | null) => ({
+    thread_id: thread.thread_id,
+    checkpoint_ns: '',
+    checkpoint_id,
+  });
+  return {
+    values: snapshot?.values ?? thread.values,
+    next: [],
+    tasks: [],
+    metadata: snapshot?.metadata ?? {},
+    created_at: snapshot?.created_at ?? thread.created_at,
+    checkpoint: checkpoint(snapshot?.checkpoint_id ?? null),
+    parent_checkpoint: snapshot?.parent_checkpoint_id ? checkpoint(snapshot.parent_checkpoint_id) : null,
+  };
 }
 
 export function registerThreadRoutes(app: FastifyInstance, deps: GatewayDeps): void {
@@ -58,26 +88,46 @@ export function registerThreadRoutes(app: FastifyInstance, deps: GatewayDeps): v
     const tenantId = deps.tenantOf(request);
     const thread = await getThread(deps.db, tenantId, thread_id);
     if (thread === null) throw threadNotFound(thread_id);
-    const [latest] = await threadHistory(deps.db, tenantId, thread_id, 1);
-    return {
-      values: thread.values,
-      next: [],
-      tasks: [],
-      metadata: thread.metadata,
-      created_at: latest?.created_at ?? thread.created_at,
-      checkpoint: { thread_id, checkpoint_ns: '', checkpoint_id: latest?.checkpoint_id ?? null },
-      parent_checkpoint: latest?.parent_checkpoint_id
-        ? { thread_id, checkpoint_ns: '', checkpoint_id: latest.parent_checkpoint_id }
-        : null,
-    };
+    const [latest] = await threadHistory(deps.db, tenantId, thread_id, { limit: 1 });
+    return threadState(thread, latest);
+  });
+
+  app.get('/threads/:thread_id/state/:checkpoint_id', async (request) => {
+    const { thread_id, checkpoint_id } = parseWith(ThreadCheckpointParams, request.params, 'path');
+    const tenantId = deps.tenantOf(request);
+    const thread = await getThread(deps.db, tenantId, thread_id);
+    if (thread === null) throw threadNotFound(thread_id);
+    const snapshot = await threadCheckpoint(deps.db, tenantId, thread_id, checkpoint_id);
+    if (snapshot === null) {
+      throw new HangarError('not_found', `checkpoint ${checkpoint_id} not found on thread ${thread_id}`, {
+        details: { thread_id, checkpoint_id },
+      });
+    }
+    return threadState(thread, snapshot);
   });
 
   app.get('/threads/:thread_id/history', async (request) => {
     const { thread_id } = parseWith(ThreadParams, request.params, 'path');
     const { limit } = parseWith(ListQuery, request.query, 'query');
     const tenantId = deps.tenantOf(request);
-    if ((await getThread(deps.db, tenantId, thread_id)) === null) throw threadNotFound(thread_id);
-    return threadHistory(deps.db, tenantId, thread_id, limit);
+    const thread = await getThread(deps.db, tenantId, thread_id);
+    if (thread === null) throw threadNotFound(thread_id);
+    const history = await threadHistory(deps.db, tenantId, thread_id, { limit });
+    return history.map((snapshot) => threadState(thread, snapshot));
+  });
+
+  app.post('/threads/:thread_id/history', async (request) => {
+    const { thread_id } = parseWith(ThreadParams, request.params, 'path');
+    const body = parseWith(ThreadHistoryBody, request.body ?? {}, '');
+    const tenantId = deps.tenantOf(request);
+    const thread = await getThread(deps.db, tenantId, thread_id);
+    if (thread === null) throw threadNotFound(thread_id);
+    const history = await threadHistory(deps.db, tenantId, thread_id, {
+      limit: body.limit,
+      ...(body.before === undefined ? {} : { before: body.before }),
+      ...(body.metadata === undefined ? {} : { metadata: body.metadata }),
+    });
+    return history.map((snapshot) => threadState(thread, snapshot));
   });
 
   app.post('/threads/search', async (request) => {
