@@ -227,20 +227,7 @@ async function waitForResult(
     reply.raw.on('close', onClose);
     deps.shutdown.addEventListener('abort', onClose);
     try {
-      const events = followThread({
-        db: deps.db,
-        bus: deps.bus,
-        tenantId: run.tenant_id,
-        threadId: run.thread_id,
-        runId: run.run_id,
-        afterSeq,
-        signal: abort.signal,
-        runEnded: async () => {
-          const latest = await getRun(deps.db, run.tenant_id, run.run_id);
-          return latest === null || isTerminal(latest.status);
-        },
-      });
-      for await (const _event of events) {
+      for await (const _event of runEvents(deps, run, afterSeq, abort.signal)) {
         // Only the end matters: the follow returns after the run's terminal event.
       }
     } finally {
@@ -324,24 +311,7 @@ async function streamRun(
     if (options.resumed !== true) {
       await sse.send('metadata', { run_id: run.run_id, thread_id: run.thread_id, attempt: run.attempt });
     }
-    // A finished run's events are all in the log. Following it live would wait forever for a
-    // terminal event the client already has (a reconnect with Last-Event-ID after the end).
-    const events = isTerminal(run.status)
-      ? replayRun(deps, run, afterSeq, abort.signal)
-      : followThread({
-          db: deps.db,
-          bus: deps.bus,
-          tenantId: run.tenant_id,
-          threadId: run.thread_id,
-          runId: run.run_id,
-          afterSeq,
-          signal: abort.signal,
-          runEnded: async () => {
-            const current = await getRun(deps.db, run.tenant_id, run.run_id);
-            return current === null || isTerminal(current.status);
-          },
-        });
-    for await (const event of events) {
+    for await (const event of runEvents(deps, run, afterSeq, abort.signal)) {
       if (mapper === undefined) {
         await sse.sendEnvelope(event);
       } else {
@@ -358,6 +328,34 @@ async function streamRun(
 }
 
 /** Pages through a finished run's events after a position, then ends. */
+/**
+ * A run's events after a position, ending after its terminal event. A
+ * finished run's events are all in the log: following it live would wait
+ * forever for a terminal event the client already has (a reconnect with
+ * Last-Event-ID after the end), so it is replayed from the log instead.
+ */
+function runEvents(
+  deps: GatewayDeps,
+  run: Run,
+  afterSeq: number,
+  signal: AbortSignal,
+): AsyncIterable<EventEnvelope> {
+  if (isTerminal(run.status)) return replayRun(deps, run, afterSeq, signal);
+  return followThread({
+    db: deps.db,
+    bus: deps.bus,
+    tenantId: run.tenant_id,
+    threadId: run.thread_id,
+    runId: run.run_id,
+    afterSeq,
+    signal,
+    runEnded: async () => {
+      const current = await getRun(deps.db, run.tenant_id, run.run_id);
+      return current === null || isTerminal(current.status);
+    },
+  });
+}
+
 async function* replayRun(
   deps: GatewayDeps,
   run: Run,
