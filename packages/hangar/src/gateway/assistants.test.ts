@@ -2,10 +2,8 @@ import { Client } from '@langchain/langgraph-sdk';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { uuidv5 } from '../assistants/registry.ts';
-import { MemoryBus } from '../bus/memory.ts';
-import { type RunningHangar, startHangar } from '../runtime/start.ts';
-import { type Agent, defineAgent } from '../sdk/agent.ts';
-import { createTestStore, STORE_KINDS, type TestStore, testLogger } from '../testing/index.ts';
+import { defineAgent } from '../sdk/agent.ts';
+import { STORE_KINDS, startTestServer, type TestServer, type TestStore } from '../testing/index.ts';
 
 const greeter = defineAgent({
   name: 'greeter',
@@ -24,24 +22,14 @@ const TEAM_ID = '00000000-0000-4000-8000-0000000000a1';
 const OTHER_TENANT_ID = '00000000-0000-4000-8000-0000000000b2';
 
 describe.each(STORE_KINDS)('assistant endpoints (%s)', (kind) => {
+  let server: TestServer;
   let store: TestStore;
-  let hangar: RunningHangar;
   let apiUrl: string;
   let client: Client;
 
   beforeAll(async () => {
-    store = await createTestStore(kind);
-    hangar = await startHangar({
-      db: store.db,
-      bus: new MemoryBus(),
-      agents: new Map<string, Agent>([
-        ['greeter', greeter],
-        ['counter', counter],
-      ]),
-      logger: testLogger(),
-      gateway: { port: 0, host: '127.0.0.1' },
-    });
-    apiUrl = hangar.url ?? '';
+    server = await startTestServer(kind, [greeter, counter], { worker: false });
+    ({ store, apiUrl } = server);
     client = new Client({ apiUrl });
     await store.db.query(
       `INSERT INTO assistants (tenant_id, assistant_id, graph_id, name, metadata, created_at, updated_at)
@@ -56,8 +44,7 @@ describe.each(STORE_KINDS)('assistant endpoints (%s)', (kind) => {
   });
 
   afterAll(async () => {
-    await hangar?.stop();
-    await store?.dispose();
+    await server?.stop();
   });
 
   const post = (path: string, body: unknown) =>

@@ -1,11 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { MemoryBus } from '../bus/memory.ts';
 import { createRunIdempotent, fingerprint } from '../runs/idempotency.ts';
-import { type RunningHangar, startHangar } from '../runtime/start.ts';
+import type { RunningHangar } from '../runtime/start.ts';
 import { defineAgent } from '../sdk/agent.ts';
-import { createTestStore, STORE_KINDS, type TestStore, testLogger } from '../testing/index.ts';
+import { STORE_KINDS, startTestServer, type TestServer, type TestStore } from '../testing/index.ts';
 
 const echo = defineAgent({
   name: 'echo',
@@ -16,26 +15,19 @@ const echo = defineAgent({
 });
 
 describe.each(STORE_KINDS)('idempotent run create (%s)', (kind) => {
+  let server: TestServer;
   let store: TestStore;
   let hangar: RunningHangar;
   let apiUrl: string;
 
   beforeAll(async () => {
-    store = await createTestStore(kind);
     // No worker: runs stay pending, so nothing but the create path touches them.
-    hangar = await startHangar({
-      db: store.db,
-      bus: new MemoryBus(),
-      agents: new Map([[echo.name, echo]]),
-      logger: testLogger(),
-      gateway: { port: 0, host: '127.0.0.1', idempotencySweepMs: 100 },
-    });
-    apiUrl = hangar.url ?? '';
+    server = await startTestServer(kind, [echo], { worker: false, gateway: { idempotencySweepMs: 100 } });
+    ({ store, hangar, apiUrl } = server);
   });
 
   afterAll(async () => {
-    await hangar?.stop();
-    await store?.dispose();
+    await server?.stop();
   });
 
   const post = (path: string, body: unknown, key?: string) =>

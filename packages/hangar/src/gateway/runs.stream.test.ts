@@ -4,11 +4,9 @@ import { simulateReadableStream } from 'ai';
 import { MockLanguageModelV3 } from 'ai/test';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { MemoryBus } from '../bus/memory.ts';
 import { type SseFrame, sseFrames } from '../cli/run.ts';
-import { type RunningHangar, startHangar } from '../runtime/start.ts';
 import { defineAgent } from '../sdk/agent.ts';
-import { createTestStore, STORE_KINDS, type TestStore, testLogger } from '../testing/index.ts';
+import { STORE_KINDS, startTestServer, type TestServer } from '../testing/index.ts';
 
 const TOKENS = ['Hello', ', ', 'wor', 'ld'];
 
@@ -112,29 +110,18 @@ async function collect(stream: AsyncIterable<{ event: string; data: unknown }>):
 }
 
 describe.each(STORE_KINDS)('runs stream (%s)', (kind) => {
-  let store: TestStore;
-  let hangar: RunningHangar;
+  let server: TestServer;
   let apiUrl: string;
   let client: Client;
 
   beforeAll(async () => {
-    store = await createTestStore(kind);
-    hangar = await startHangar({
-      db: store.db,
-      bus: new MemoryBus(),
-      agents: new Map(AGENTS.map((agent) => [agent.name, agent])),
-      logger: testLogger(),
-      gateway: { port: 0, host: '127.0.0.1' },
-      worker: { pollMs: 50 },
-      llm: { model: mockModel() },
-    });
-    apiUrl = hangar.url ?? '';
+    server = await startTestServer(kind, AGENTS, { worker: { pollMs: 50 }, llm: { model: mockModel() } });
+    ({ apiUrl } = server);
     client = new Client({ apiUrl });
   });
 
   afterAll(async () => {
-    await hangar?.stop();
-    await store?.dispose();
+    await server?.stop();
   });
 
   const readSse = async (res: Response): Promise<SseFrame[]> => {

@@ -3,9 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import type { ThreadMessage, Unsubscribe } from '../bus/bus.ts';
 import { MemoryBus } from '../bus/memory.ts';
-import { type RunningHangar, startHangar } from '../runtime/start.ts';
 import { defineAgent } from '../sdk/agent.ts';
-import { createTestStore, STORE_KINDS, type TestStore, testLogger } from '../testing/index.ts';
+import { STORE_KINDS, startTestServer, type TestServer } from '../testing/index.ts';
 
 const SLOW_MS = 400;
 
@@ -72,30 +71,20 @@ class CountingBus extends MemoryBus {
 const AGENTS = [echo, shout, counter, failing, slow];
 
 describe.each(STORE_KINDS)('runs wait and join (%s)', (kind) => {
-  let store: TestStore;
-  let hangar: RunningHangar;
+  let server: TestServer;
   let apiUrl: string;
   let client: Client;
   let bus: CountingBus;
 
   beforeAll(async () => {
-    store = await createTestStore(kind);
     bus = new CountingBus();
-    hangar = await startHangar({
-      db: store.db,
-      bus,
-      agents: new Map(AGENTS.map((agent) => [agent.name, agent])),
-      logger: testLogger(),
-      gateway: { port: 0, host: '127.0.0.1' },
-      worker: { pollMs: 50 },
-    });
-    apiUrl = hangar.url ?? '';
+    server = await startTestServer(kind, AGENTS, { worker: { pollMs: 50 }, bus });
+    ({ apiUrl } = server);
     client = new Client({ apiUrl });
   });
 
   afterAll(async () => {
-    await hangar?.stop();
-    await store?.dispose();
+    await server?.stop();
   });
 
   const post = (path: string, body: unknown) =>

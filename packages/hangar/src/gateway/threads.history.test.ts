@@ -1,10 +1,8 @@
 import { Client, type ThreadState } from '@langchain/langgraph-sdk';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { MemoryBus } from '../bus/memory.ts';
-import { type RunningHangar, startHangar } from '../runtime/start.ts';
-import { type Agent, defineAgent } from '../sdk/agent.ts';
-import { createTestStore, STORE_KINDS, type TestStore, testLogger } from '../testing/index.ts';
+import { defineAgent } from '../sdk/agent.ts';
+import { STORE_KINDS, startTestServer, type TestServer, type TestStore } from '../testing/index.ts';
 
 /** Adds `n` to the thread's running total. */
 const tally = defineAgent({
@@ -23,8 +21,8 @@ const UNKNOWN_ID = '00000000-0000-4000-8000-0000000000a7';
 const ISO = expect.stringMatching(/^\d{4}-\d\d-\d\dT/);
 
 describe.each(STORE_KINDS)('thread history and checkpoint state (%s)', (kind) => {
+  let server: TestServer;
   let store: TestStore;
-  let hangar: RunningHangar;
   let apiUrl: string;
   let client: Client;
   /** A thread with two tally runs (n = 2, then 3) and a state update, newest first. */
@@ -33,16 +31,8 @@ describe.each(STORE_KINDS)('thread history and checkpoint state (%s)', (kind) =>
   let history: ThreadState[];
 
   beforeAll(async () => {
-    store = await createTestStore(kind);
-    hangar = await startHangar({
-      db: store.db,
-      bus: new MemoryBus(),
-      agents: new Map<string, Agent>([['tally', tally]]),
-      logger: testLogger(),
-      gateway: { port: 0, host: '127.0.0.1' },
-      worker: { pollMs: 50 },
-    });
-    apiUrl = hangar.url ?? '';
+    server = await startTestServer(kind, [tally], { worker: { pollMs: 50 } });
+    ({ store, apiUrl } = server);
     client = new Client({ apiUrl });
     await store.db.query(`INSERT INTO tenants (tenant_id, name) VALUES ('other', 'Other tenant')`);
     await store.db.query(`INSERT INTO threads (thread_id, tenant_id) VALUES ($1, 'other')`, [OTHER_THREAD]);
@@ -63,8 +53,7 @@ describe.each(STORE_KINDS)('thread history and checkpoint state (%s)', (kind) =>
   });
 
   afterAll(async () => {
-    await hangar?.stop();
-    await store?.dispose();
+    await server?.stop();
   });
 
   const call = (method: string, path: string, body?: unknown) =>

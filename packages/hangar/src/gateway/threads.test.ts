@@ -1,10 +1,8 @@
 import { Client } from '@langchain/langgraph-sdk';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { MemoryBus } from '../bus/memory.ts';
-import { type RunningHangar, startHangar } from '../runtime/start.ts';
-import { type Agent, defineAgent } from '../sdk/agent.ts';
-import { createTestStore, STORE_KINDS, type TestStore, testLogger } from '../testing/index.ts';
+import { defineAgent } from '../sdk/agent.ts';
+import { STORE_KINDS, startTestServer, type TestServer, type TestStore } from '../testing/index.ts';
 
 const counter = defineAgent({
   name: 'counter',
@@ -40,25 +38,14 @@ const UNKNOWN_THREAD = '00000000-0000-4000-8000-0000000000d4';
 const ISO = expect.stringMatching(/^\d{4}-\d\d-\d\dT/);
 
 describe.each(STORE_KINDS)('thread endpoints (%s)', (kind) => {
+  let server: TestServer;
   let store: TestStore;
-  let hangar: RunningHangar;
   let apiUrl: string;
   let client: Client;
 
   beforeAll(async () => {
-    store = await createTestStore(kind);
-    hangar = await startHangar({
-      db: store.db,
-      bus: new MemoryBus(),
-      agents: new Map<string, Agent>([
-        ['counter', counter],
-        ['held', held],
-      ]),
-      logger: testLogger(),
-      gateway: { port: 0, host: '127.0.0.1' },
-      worker: { pollMs: 50 },
-    });
-    apiUrl = hangar.url ?? '';
+    server = await startTestServer(kind, [counter, held], { worker: { pollMs: 50 } });
+    ({ store, apiUrl } = server);
     client = new Client({ apiUrl });
     await store.db.query(`INSERT INTO tenants (tenant_id, name) VALUES ('other', 'Other tenant')`);
     await store.db.query(
@@ -69,8 +56,7 @@ describe.each(STORE_KINDS)('thread endpoints (%s)', (kind) => {
 
   afterAll(async () => {
     releaseHeld();
-    await hangar?.stop();
-    await store?.dispose();
+    await server?.stop();
   });
 
   const call = (method: string, path: string, body?: unknown) =>

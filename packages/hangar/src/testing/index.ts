@@ -2,3 +2,4 @@
 export * from './db.ts';
 export * from './logger.ts';
 export * from './processes.ts';
+export * from './server.ts';
