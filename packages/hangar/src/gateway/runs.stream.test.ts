@@ -1,39 +1,15 @@
-import type { LanguageModelV3StreamPart } from '@ai-sdk/provider';
 import { Client } from '@langchain/langgraph-sdk';
-import { simulateReadableStream } from 'ai';
-import { MockLanguageModelV3 } from 'ai/test';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { type SseFrame, sseFrames } from '../cli/run.ts';
 import { defineAgent } from '../sdk/agent.ts';
-import { STORE_KINDS, startTestServer, type TestServer } from '../testing/index.ts';
+import { STORE_KINDS, scriptedModel, startTestServer, type TestServer } from '../testing/index.ts';
 
 const TOKENS = ['Hello', ', ', 'wor', 'ld'];
 
 /** A language model that streams TOKENS; the only stand-in here, the rest is the real server. */
-function mockModel(): MockLanguageModelV3 {
-  return new MockLanguageModelV3({
-    doStream: async () => ({
-      stream: simulateReadableStream<LanguageModelV3StreamPart>({
-        chunkDelayInMs: null,
-        initialDelayInMs: null,
-        chunks: [
-          { type: 'stream-start', warnings: [] },
-          { type: 'text-start', id: 'text-1' },
-          ...TOKENS.map((delta): LanguageModelV3StreamPart => ({ type: 'text-delta', id: 'text-1', delta })),
-          { type: 'text-end', id: 'text-1' },
-          {
-            type: 'finish',
-            finishReason: { unified: 'stop', raw: 'stop' },
-            usage: {
-              inputTokens: { total: 7, noCache: 7, cacheRead: 0, cacheWrite: 0 },
-              outputTokens: { total: 4, text: 4, reasoning: 0 },
-            },
-          },
-        ],
-      }),
-    }),
-  });
+function mockModel() {
+  return scriptedModel(TOKENS, { inputTokens: 7 });
 }
 
 const steps = defineAgent({

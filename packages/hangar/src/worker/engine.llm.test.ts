@@ -1,5 +1,4 @@
 import type { LanguageModelV3StreamPart } from '@ai-sdk/provider';
-import { simulateReadableStream } from 'ai';
 import { MockLanguageModelV3 } from 'ai/test';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
@@ -7,6 +6,7 @@ import type { EventEnvelope } from '../events/envelope.ts';
 import { defineAgent } from '../sdk/agent.ts';
 import type { LlmResult } from '../sdk/llm.ts';
 import { STORE_KINDS } from '../testing/db.ts';
+import { scriptedModel } from '../testing/llm.ts';
 import { createTestEngine, eventually, gate, type TestEngine, untilAborted } from './engine.harness.ts';
 
 const TOKENS = Array.from({ length: 30 }, (_, i) => `t${i} `);
@@ -15,34 +15,7 @@ const USAGE = { inputTokens: 12, outputTokens: TOKENS.length, totalTokens: 12 + 
 
 /** The only mock in the engine suites: a language model that streams `tokens` as fast as it can. */
 function mockModel(tokens: string[] = TOKENS, tail: LanguageModelV3StreamPart[] = []): MockLanguageModelV3 {
-  return new MockLanguageModelV3({
-    doStream: async () => ({
-      stream: simulateReadableStream<LanguageModelV3StreamPart>({
-        chunkDelayInMs: null,
-        initialDelayInMs: null,
-        chunks: [
-          { type: 'stream-start', warnings: [] },
-          { type: 'text-start', id: 'text-1' },
-          ...tokens.map((delta): LanguageModelV3StreamPart => ({ type: 'text-delta', id: 'text-1', delta })),
-          { type: 'text-end', id: 'text-1' },
-          ...tail,
-          {
-            type: 'finish',
-            finishReason: { unified: 'stop', raw: 'stop' },
-            usage: {
-              inputTokens: {
-                total: USAGE.inputTokens,
-                noCache: USAGE.inputTokens,
-                cacheRead: 0,
-                cacheWrite: 0,
-              },
-              outputTokens: { total: USAGE.outputTokens, text: USAGE.outputTokens, reasoning: 0 },
-            },
-          },
-        ],
-      }),
-    }),
-  });
+  return scriptedModel(tokens, { inputTokens: USAGE.inputTokens, outputTokens: USAGE.outputTokens, tail });
 }
 
 const asker = defineAgent({

@@ -81,6 +81,10 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
     return { run, replayed };
   };
 
+  /** The thread's log position before a run is created on it (0 for a new thread). */
+  const positionBeforeCreate = async (request: FastifyRequest, threadId: string | undefined) =>
+    threadId === undefined ? 0 : ((await threadLastSeq(deps.db, deps.tenantOf(request), threadId)) ?? 0);
+
   // Create, then hold the request until the run ends. The thread's log position is taken before
   // the run exists, so every event of the run (its terminal one included) comes after it.
   const createAndWait = async (
@@ -88,8 +92,7 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
     reply: FastifyReply,
     threadId: string | undefined,
   ) => {
-    const tenantId = deps.tenantOf(request);
-    const afterSeq = threadId === undefined ? 0 : ((await threadLastSeq(deps.db, tenantId, threadId)) ?? 0);
+    const afterSeq = await positionBeforeCreate(request, threadId);
     const { run } = await create(request, threadId);
     reply.header('content-location', `/threads/${run.thread_id}/runs/${run.run_id}`);
     return waitForResult(request, reply, deps, run, afterSeq);
@@ -102,8 +105,7 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
     reply: FastifyReply,
     threadId: string | undefined,
   ) => {
-    const tenantId = deps.tenantOf(request);
-    const afterSeq = threadId === undefined ? 0 : ((await threadLastSeq(deps.db, tenantId, threadId)) ?? 0);
+    const afterSeq = await positionBeforeCreate(request, threadId);
     const { run, replayed } = await create(request, threadId, DEFAULT_STREAM_MODES);
     // A repeated request (same Idempotency-Key) streams the run from its start, as the first one did.
     await streamRun(request, reply, deps, run, {
