@@ -135,9 +135,12 @@ export function pgEnv(store: TestStore, extra: NodeJS.ProcessEnv = {}): NodeJS.P
 
 /** `hangar gateway` on a free port against the test's schema. */
 export async function startGateway(cleanup: Cleanup, store: TestStore): Promise<Server> {
-  const proc = cleanup.spawn(['gateway', '--port', '0', '--host', '127.0.0.1', '--config', FIXTURE_CONFIG], {
-    env: pgEnv(store),
-  });
+  const proc = cleanup.spawn(
+    ['gateway', '--port', '0', '--host', '127.0.0.1', '--auth', 'none', '--config', FIXTURE_CONFIG],
+    {
+      env: pgEnv(store),
+    },
+  );
   const match = await proc.waitFor(/Server listening at (http:\/\/[^\s"]+)/, STARTUP_MS);
   return { proc, url: String(match[1]) };
 }

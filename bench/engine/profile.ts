@@ -139,6 +139,12 @@ export class CountingBus implements Bus {
   onWork(handler: () => void): Unsubscribe {
     return this.inner.onWork(handler);
   }
+  notifyCancel(runId: string): void {
+    this.inner.notifyCancel(runId);
+  }
+  onCancel(handler: (runId: string) => void): Unsubscribe {
+    return this.inner.onCancel(handler);
+  }
   close(): Promise<void> {
     return this.inner.close();
   }

@@ -54,6 +54,10 @@ export const ERROR_CODES = {
     false,
     'The agent used the SDK wrongly (a step inside a step, a bad channel name, …).',
   ),
+  cancelled: run(
+    false,
+    'The run was cancelled: by an API request, a multitask strategy or a client that disconnected.',
+  ),
   lease_lost: run(
     true,
     'The worker lost its lease on the run; another worker owns it now (never stored on a run).',

@@ -36,26 +36,56 @@ export class AgentRegistry {
     return uuidv5(agentName);
   }
 
+  /** The agent whose default assistant has this id, if it is one. */
+  defaultAgentOf(assistantId: string): Agent | undefined {
+    return this.byAssistantId.get(assistantId.toLowerCase());
+  }
+
+  /**
+   * The agent a `graph_id` names; `agent_not_found` naming `field` (the request
+   * field the graph id came from) when no such agent is configured.
+   */
+  agentForGraph(graphId: string, field = 'graph_id'): Agent {
+    const agent = this.agents.get(graphId);
+    if (agent !== undefined) return agent;
+    throw new HangarError(
+      'agent_not_found',
+      `${field}: no agent "${graphId}" is configured; known agents: ${this.names.join(', ') || '(none)'}`,
+      { details: { [field]: graphId, known_agents: this.names } },
+    );
+  }
+
   /** Resolves an assistant id or an agent name (graph id), as LangGraph's API accepts both. */
   resolve(assistantIdOrName: string): ResolvedAgent {
     const byName = this.agents.get(assistantIdOrName);
     if (byName !== undefined) return { agent: byName, assistantId: uuidv5(byName.name) };
     const byId = this.byAssistantId.get(assistantIdOrName.toLowerCase());
     if (byId !== undefined) return { agent: byId, assistantId: assistantIdOrName.toLowerCase() };
-    throw new HangarError(
+    throw this.unknownAgent(assistantIdOrName);
+  }
+
+  /** The `agent_not_found` error for a run's `assistant_id` that names nothing, listing the known agents. */
+  unknownAgent(assistantIdOrName: string): HangarError {
+    return new HangarError(
       'agent_not_found',
       `no agent or assistant "${assistantIdOrName}"; known agents: ${this.names.join(', ') || '(none)'}`,
       { details: { assistant_id: assistantIdOrName, known_agents: this.names } },
     );
   }
 
-  /** Makes sure every loaded agent has its default assistant in the tenant. */
+  /**
+   * Makes sure every loaded agent has its default assistant in the tenant. Its
+   * description follows the agent's code until the assistant is first edited
+   * (an edit records versions; from then on the tenant's edits win).
+   */
   async syncAssistants(db: Queryable, tenantId: string): Promise<void> {
     for (const agent of this.agents.values()) {
       await db.query(
         `INSERT INTO assistants (tenant_id, assistant_id, graph_id, name, description, metadata)
          VALUES ($1, $2, $3, $3, $4, $5::jsonb)
-         ON CONFLICT (tenant_id, assistant_id) DO UPDATE SET description = EXCLUDED.description`,
+         ON CONFLICT (tenant_id, assistant_id) DO UPDATE SET description = EXCLUDED.description
+         WHERE NOT EXISTS (SELECT 1 FROM assistant_versions v
+                           WHERE v.tenant_id = assistants.tenant_id AND v.assistant_id = assistants.assistant_id)`,
         [tenantId, uuidv5(agent.name), agent.name, agent.description ?? null, json({ created_by: 'system' })],
       );
     }

@@ -21,5 +21,8 @@ export interface Bus {
   /** New or re-queued work exists: idle workers should try to claim. */
   notifyWork(): void;
   onWork(handler: () => void): Unsubscribe;
+  /** A run was asked to cancel: the worker holding it should look now rather than at its next heartbeat. */
+  notifyCancel(runId: string): void;
+  onCancel(handler: (runId: string) => void): Unsubscribe;
   close(): Promise<void>;
 }

@@ -5,6 +5,7 @@ import type { Bus, ThreadMessage, Unsubscribe } from './bus.ts';
 export class MemoryBus implements Bus {
   private readonly threads = new Map<string, Set<(message: ThreadMessage) => void>>();
   private readonly workHandlers = new Set<() => void>();
+  private readonly cancelHandlers = new Set<(runId: string) => void>();
 
   publishEvents(threadId: string, events: readonly EventEnvelope[]): void {
     const handlers = this.threads.get(threadId);
@@ -49,8 +50,18 @@ export class MemoryBus implements Bus {
     return () => this.workHandlers.delete(handler);
   }
 
+  notifyCancel(runId: string): void {
+    for (const handler of this.cancelHandlers) queueMicrotask(() => handler(runId));
+  }
+
+  onCancel(handler: (runId: string) => void): Unsubscribe {
+    this.cancelHandlers.add(handler);
+    return () => this.cancelHandlers.delete(handler);
+  }
+
   async close(): Promise<void> {
     this.threads.clear();
     this.workHandlers.clear();
+    this.cancelHandlers.clear();
   }
 }

@@ -22,6 +22,7 @@ export class PostgresBus implements Bus {
   private listener: pg.Client | undefined;
   private readonly eventsChannel: string;
   private readonly workChannel: string;
+  private readonly cancelChannel: string;
   private closed = false;
   /** Hints waiting for the next flush: the latest seq per thread, and whether work was announced. */
   private pendingHints = new Map<string, number>();
@@ -33,6 +34,7 @@ export class PostgresBus implements Bus {
     this.publisher.on('error', () => {});
     this.eventsChannel = `hangar_${options.schema}_events`;
     this.workChannel = `hangar_${options.schema}_work`;
+    this.cancelChannel = `hangar_${options.schema}_cancel`;
   }
 
   async start(): Promise<void> {
@@ -52,6 +54,10 @@ export class PostgresBus implements Bus {
         this.local.notifyWork();
         return;
       }
+      if (msg.channel === this.cancelChannel) {
+        if (msg.payload) this.local.notifyCancel(msg.payload);
+        return;
+      }
       const payload = msg.payload ?? '';
       const sep = payload.indexOf(':');
       if (sep <= 0) return;
@@ -62,6 +68,7 @@ export class PostgresBus implements Bus {
     await client.connect();
     await client.query(`LISTEN ${this.eventsChannel}`);
     await client.query(`LISTEN ${this.workChannel}`);
+    await client.query(`LISTEN ${this.cancelChannel}`);
     this.listener = client;
     // Anything published while we were disconnected is only a missed hint:
     // wake everyone so they re-read the log.
@@ -88,6 +95,18 @@ export class PostgresBus implements Bus {
 
   onWork(handler: () => void): Unsubscribe {
     return this.local.onWork(handler);
+  }
+
+  /** Cancels are rare and latency matters: each goes out at once (every process hears it, local ones included). */
+  notifyCancel(runId: string): void {
+    if (this.closed) return;
+    this.publisher.query('SELECT pg_notify($1, $2)', [this.cancelChannel, runId]).catch((err: unknown) => {
+      this.options.logger.debug({ err }, 'cancel notify failed (the worker sees it at its next heartbeat)');
+    });
+  }
+
+  onCancel(handler: (runId: string) => void): Unsubscribe {
+    return this.local.onCancel(handler);
   }
 
   /**

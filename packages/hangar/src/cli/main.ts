@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../config/load.ts';
+import { KEYS_HELP, runKeysCommand } from './keys.ts';
 import { runClientCommand } from './run.ts';
 import { runServerCommand } from './serve.ts';
 
@@ -7,16 +8,22 @@ const HELP = `hangar — durable runtime for long-running AI agents
 
 Usage:
   hangar dev      [--port 8123] [--host 127.0.0.1] [--data-dir ./.hangar] [--config ./hangar.config.ts]
+                  [--auth none|keys]
                   One process: API + worker on embedded Postgres (PGlite) and an in-process bus.
+                  Without API keys (the default on localhost) only on 127.0.0.1, ::1 or localhost.
   hangar worker   [--config ./hangar.config.ts] [--concurrency N]      (needs DATABASE_URL)
   hangar gateway  [--port 8123] [--host 0.0.0.0] [--config ./hangar.config.ts]   (needs DATABASE_URL)
+                  Requires API keys (--auth none is accepted on localhost only).
   hangar migrate                                                        (needs DATABASE_URL)
   hangar run <agent> --input '<json>' [--follow] [--thread <id>] [--url http://127.0.0.1:8123]
+      [--api-key <key>]   (or HANGAR_API_KEY; needed by a gateway that requires keys)
                   Submits a run to a server and prints it (with --follow, its events until it ends).
+${KEYS_HELP}
 
 Environment: DATABASE_URL, HANGAR_SCHEMA, HANGAR_MODEL, HANGAR_LLM_BASE_URL, HANGAR_LLM_API_KEY,
 OPENAI_API_KEY, ANTHROPIC_API_KEY, HANGAR_LEASE_MS, HANGAR_WORKER_CONCURRENCY, HANGAR_IDEMPOTENCY_TTL_HOURS,
-LOG_LEVEL.
+HANGAR_AUTH, HANGAR_KEY_CACHE_SECONDS, HANGAR_MAX_PENDING_RUNS_PER_TENANT, HANGAR_MAX_PENDING_RUNS,
+HANGAR_KEY_RATE_LIMIT, HANGAR_KEY_RATE_BURST, HANGAR_MAX_STREAMS_PER_KEY, LOG_LEVEL.
 `;
 
 /** The CLI. Returns the exit code; user errors print one line, never a stack. */
@@ -31,6 +38,8 @@ export async function main(argv: string[]): Promise<number> {
         return await runServerCommand(command, parseFlags(rest));
       case 'run':
         return await runClientCommand(parseFlags(rest));
+      case 'keys':
+        return await runKeysCommand(parseFlags(rest));
       case undefined:
       case 'help':
       case '--help':
@@ -75,6 +84,13 @@ function parseFlags(args: string[]): Flags {
         follow: { type: 'boolean', short: 'f' },
         thread: { type: 'string' },
         url: { type: 'string' },
+        'api-key': { type: 'string' },
+        auth: { type: 'string' },
+        tenant: { type: 'string' },
+        name: { type: 'string' },
+        scopes: { type: 'string' },
+        'database-url': { type: 'string' },
+        json: { type: 'boolean' },
       },
     });
     return { positionals, values };

@@ -10,6 +10,10 @@ export async function runClientCommand(flags: Flags): Promise<number> {
     /\/$/,
     '',
   );
+  // A keyed gateway (`hangar gateway`, `hangar dev --auth keys`) needs one: --api-key or HANGAR_API_KEY.
+  const apiKey = flags.values['api-key'] ?? process.env.HANGAR_API_KEY;
+  const auth: Record<string, string> =
+    apiKey === undefined || apiKey === true ? {} : { 'x-api-key': String(apiKey) };
   let input: unknown = {};
   if (flags.values.input !== undefined) {
     try {
@@ -22,7 +26,7 @@ export async function runClientCommand(flags: Flags): Promise<number> {
   const path = thread === undefined ? '/runs' : `/threads/${encodeURIComponent(thread)}/runs`;
   const res = await request(`${base}${path}`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', ...auth },
     body: JSON.stringify({
       assistant_id: agent,
       input,
@@ -43,8 +47,8 @@ export async function runClientCommand(flags: Flags): Promise<number> {
     return 0;
   }
   process.stdout.write(`run ${runId} (thread ${threadId})\n`);
-  const status = await follow(`${base}/threads/${threadId}/runs/${runId}/stream`);
-  const final = await request(`${base}/threads/${threadId}/runs/${runId}`, {});
+  const status = await follow(`${base}/threads/${threadId}/runs/${runId}/stream`, auth);
+  const final = await request(`${base}/threads/${threadId}/runs/${runId}`, { headers: auth });
   const run = (await final.json()) as { status: string; output?: unknown; error?: { message?: string } };
   process.stdout.write(`status: ${run.status}\n`);
   if (run.status === 'success') process.stdout.write(`output: ${JSON.stringify(run.output)}\n`);
@@ -64,11 +68,13 @@ async function request(url: string, init: RequestInit): Promise<Response> {
 }
 
 /** Prints a run's SSE stream, reconnecting with Last-Event-ID if the connection drops. */
-async function follow(url: string): Promise<string | undefined> {
+async function follow(url: string, auth: Record<string, string>): Promise<string | undefined> {
   let lastId: string | undefined;
   for (let attempt = 0; attempt < 20; attempt++) {
     try {
-      const res = await fetch(url, { headers: lastId === undefined ? {} : { 'last-event-id': lastId } });
+      const res = await fetch(url, {
+        headers: lastId === undefined ? auth : { ...auth, 'last-event-id': lastId },
+      });
       if (!res.ok || res.body === null) throw new Error(`stream answered ${res.status}`);
       let status: string | undefined;
       for await (const frame of sseFrames(res.body)) {

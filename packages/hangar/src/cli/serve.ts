@@ -11,6 +11,9 @@ import { startHangar } from '../runtime/start.ts';
 import { openStore } from '../runtime/store.ts';
 import type { LlmSettings } from '../sdk/llm.ts';
 import { migrate } from '../store/migrate.ts';
+import type { WebhookSettings } from '../webhooks/dispatcher.ts';
+import { devWebhookSecret } from '../webhooks/secret.ts';
+import { gatewaySecurity } from './keys.ts';
 import { type Flags, intFlag, UsageError } from './main.ts';
 
 type ServerCommand = 'dev' | 'worker' | 'gateway' | 'migrate';
@@ -67,16 +70,34 @@ export async function runServerCommand(command: ServerCommand, flags: Flags): Pr
     env.HANGAR_IDEMPOTENCY_TTL_HOURS === undefined
       ? {}
       : { idempotencyTtlMs: env.HANGAR_IDEMPOTENCY_TTL_HOURS * 60 * 60 * 1000 };
+  const webhooks: WebhookSettings = {
+    ...(env.HANGAR_WEBHOOK_SECRET === undefined ? {} : { secret: env.HANGAR_WEBHOOK_SECRET }),
+    ...(env.HANGAR_WEBHOOK_MAX_ATTEMPTS === undefined
+      ? {}
+      : { maxAttempts: env.HANGAR_WEBHOOK_MAX_ATTEMPTS }),
+    ...(env.HANGAR_WEBHOOK_TIMEOUT_MS === undefined ? {} : { timeoutMs: env.HANGAR_WEBHOOK_TIMEOUT_MS }),
+  };
 
   const host = String(flags.values.host ?? (command === 'gateway' ? '0.0.0.0' : '127.0.0.1'));
+  const security =
+    command === 'worker'
+      ? undefined
+      : gatewaySecurity(command, host, flags.values.auth ?? env.HANGAR_AUTH, env);
   let bus: Bus | undefined;
   let db: Awaited<ReturnType<typeof openStore>> | undefined;
   let unlock = () => {};
   let hangar: Awaited<ReturnType<typeof startHangar>>;
+  /** A webhook secret `hangar dev` generated: said once the server is up (a failed start prints one line). */
+  let secretPath: string | undefined;
   try {
     if (command === 'dev') {
       const dataDir = resolve(String(flags.values['data-dir'] ?? './.hangar'));
       unlock = lockDataDir(dataDir);
+      if (webhooks.secret === undefined) {
+        const generated = devWebhookSecret(dataDir);
+        webhooks.secret = generated.secret;
+        secretPath = generated.path;
+      }
       db = await openStore({ kind: 'pglite', dataDir });
       bus = new MemoryBus();
     } else {
@@ -99,7 +120,10 @@ export async function runServerCommand(command: ServerCommand, flags: Flags): Pr
       llm,
       migrate: command === 'dev',
       recoverRunning: command === 'dev',
-      ...(command === 'worker' ? {} : { gateway: { port, host, bodyLimitBytes, ...idempotency } }),
+      webhooks,
+      ...(command === 'worker'
+        ? {}
+        : { gateway: { port, host, bodyLimitBytes, ...idempotency, ...security } }),
       ...(command === 'gateway' ? {} : { worker }),
     });
   } catch (err) {
@@ -115,10 +139,16 @@ export async function runServerCommand(command: ServerCommand, flags: Flags): Pr
     throw err;
   }
 
+  if (secretPath !== undefined) {
+    logger.info({ path: secretPath }, 'webhooks are signed with the secret in this file');
+  }
   if (command === 'dev') {
     process.stdout.write(
       `hangar dev: serving ${[...loaded.agents.keys()].join(', ')} at ${hangar.url}\n` +
         `  data: ${resolve(String(flags.values['data-dir'] ?? './.hangar'))} (embedded Postgres)\n` +
+        (security?.auth === 'none'
+          ? '  auth: none, every request acts for tenant "default" (localhost only; --auth keys requires API keys)\n'
+          : '  auth: API keys required (x-api-key or Authorization: Bearer)\n') +
         (llm.model === undefined ? '  llm: no model configured (set HANGAR_MODEL to use ctx.llm)\n' : '') +
         `  try: npx hangar run ${[...loaded.agents.keys()][0] ?? '<agent>'} --input '<json input>' --follow` +
         // Without --url, `hangar run` talks to the default address.
@@ -126,6 +156,14 @@ export async function runServerCommand(command: ServerCommand, flags: Flags): Pr
     );
   }
 
+  if (security !== undefined) {
+    logger[security.auth === 'none' ? 'warn' : 'info'](
+      { auth: security.auth, host },
+      security.auth === 'none'
+        ? 'authentication is off: every request acts for tenant "default" (allowed on localhost only)'
+        : 'API keys required',
+    );
+  }
   await new Promise<void>((resolveStop) => {
     const onSignal = (signal: NodeJS.Signals) => {
       logger.info({ signal }, 'shutting down');
@@ -147,7 +185,7 @@ export async function runServerCommand(command: ServerCommand, flags: Flags): Pr
  * same database files. A lock left by a process that died (SIGKILL, crash) is
  * taken over.
  */
-function lockDataDir(dataDir: string): () => void {
+export function lockDataDir(dataDir: string): () => void {
   mkdirSync(dataDir, { recursive: true });
   const lockPath = join(dataDir, 'hangar.pid');
   for (let tries = 0; tries < 3; tries++) {

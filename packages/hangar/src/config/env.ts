@@ -34,6 +34,29 @@ const EnvSchema = z.object({
     .optional(),
   /** Runs one worker executes at once. */
   HANGAR_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(1000).optional(),
+  /**
+   * HMAC-SHA256 key signing completion webhooks (`X-Hangar-Signature`). Set it on every gateway
+   * and worker; unset, `webhook` is refused at create (`hangar dev` generates one per data dir).
+   */
+  HANGAR_WEBHOOK_SECRET: z.string().min(16, 'at least 16 characters').optional(),
+  /** Attempts per webhook delivery before it is marked failed (default 10). */
+  HANGAR_WEBHOOK_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(100).optional(),
+  /** Timeout of one webhook POST in ms (default 10000). */
+  HANGAR_WEBHOOK_TIMEOUT_MS: z.coerce.number().int().min(100).max(300_000).optional(),
+  /** Gateway authentication: `keys` or `none` (`none` only on localhost; default `keys`, `none` for `hangar dev` on localhost). */
+  HANGAR_AUTH: z.enum(['keys', 'none']).optional(),
+  /** How long a gateway caches an API key lookup, in seconds: a revoked key works at most this long (default 10). */
+  HANGAR_KEY_CACHE_SECONDS: z.coerce.number().min(0).max(3600).optional(),
+  /** Pending runs per tenant before creates get 429 (default 1000; 0 = no limit). */
+  HANGAR_MAX_PENDING_RUNS_PER_TENANT: z.coerce.number().int().min(0).optional(),
+  /** Pending runs over all tenants before creates get 429 (default 10000; 0 = no limit). */
+  HANGAR_MAX_PENDING_RUNS: z.coerce.number().int().min(0).optional(),
+  /** Requests per second per API key, per gateway replica (default 100; 0 = no limit). */
+  HANGAR_KEY_RATE_LIMIT: z.coerce.number().min(0).optional(),
+  /** Burst per API key above that rate (default 200). */
+  HANGAR_KEY_RATE_BURST: z.coerce.number().int().min(1).optional(),
+  /** Open streams / waits / joins per API key, per gateway replica (default 100; 0 = no limit). */
+  HANGAR_MAX_STREAMS_PER_KEY: z.coerce.number().int().min(0).optional(),
 });
 
 export type Env = z.infer<typeof EnvSchema>;

@@ -1,13 +1,24 @@
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyRequest,
+  LogController,
+} from 'fastify';
 import type { Logger } from 'pino';
 import type { AgentRegistry } from '../assistants/registry.ts';
+import { AssistantCache } from '../assistants/resolve.ts';
 import type { Bus } from '../bus/bus.ts';
 import { HangarError } from '../errors.ts';
+import { RunCreateBatcher } from '../runs/batcher.ts';
 import { DEFAULT_IDEMPOTENCY_TTL_MS, sweepExpiredKeys } from '../runs/idempotency.ts';
 import type { SqlClient } from '../store/sql.ts';
-import { sendError, toHangarError } from './errors.ts';
+import { Authenticator, type AuthMode } from './auth.ts';
+import { rejectDeepBodies, sendError, toHangarError } from './errors.ts';
+import { Admission, type LimitSettings } from './limits.ts';
+import { registerOpenApiRoutes, trackRoutes } from './openapi.ts';
 import { registerAssistantRoutes } from './routes/assistants.ts';
 import { registerRunRoutes } from './routes/runs.ts';
+import { registerStoreRoutes } from './routes/store.ts';
 import { registerThreadRoutes } from './routes/threads.ts';
 
 export interface GatewayOptions {
@@ -21,24 +32,46 @@ export interface GatewayOptions {
   idempotencyTtlMs?: number;
   /** How often expired idempotency keys are deleted (default every minute). */
   idempotencySweepMs?: number;
+  /** Accept a run's `webhook` (a webhook secret is configured); refused with a 400 otherwise. */
+  webhooksEnabled?: boolean;
+  /** `keys` (default): API keys required (see gateway/auth.ts); `none`: everything acts for `default`. */
+  auth?: AuthMode;
+  /** How long a key lookup is cached; bounds how long a revoked key keeps working (default 10 s). */
+  keyCacheTtlMs?: number;
+  /** Admission limits (see gateway/limits.ts); unset ones keep their defaults. */
+  limits?: Partial<LimitSettings>;
 }
 
 export interface GatewayDeps {
   db: SqlClient;
   bus: Bus;
   registry: AgentRegistry;
-  /** The tenant a request acts for (API keys arrive with the run API issue; until then, `default`). */
+  /** The tenant a request acts for: its API key's tenant (`default` with auth `none`). */
   tenantOf(request: unknown): string;
+  /** Who a request acts as, recorded on what it cancels: `key:<prefix>`, or `anonymous` without auth. */
+  principalOf?(request: unknown): string;
   /** Aborted when the gateway shuts down: open streams end. */
   shutdown: AbortSignal;
   /** Retention of an `Idempotency-Key`, in ms. */
   idempotencyTtlMs: number;
+  /** Whether a run's `webhook` is accepted (a webhook secret is configured). */
+  webhooksEnabled: boolean;
+  /** Admission control: `beforeCreate(tenantId)` refuses a run over the pending-run limits. */
+  admission: Admission;
+  /** Group commit for stateless creates (runs/batcher.ts). */
+  creates: RunCreateBatcher;
+  /** Assistants as run creates read them (a short TTL; this gateway's writes invalidate). */
+  assistantCache?: AssistantCache;
 }
 
 export const DEFAULT_BODY_LIMIT = 1024 * 1024;
 
 /** The gateway: stateless HTTP + SSE. It writes runs and serves streams; it never runs agent code. */
-export function createGateway(options: GatewayOptions): { app: FastifyInstance; close(): Promise<void> } {
+export function createGateway(options: GatewayOptions): {
+  app: FastifyInstance;
+  auth: Authenticator;
+  close(): Promise<void>;
+} {
   const bodyLimit = options.bodyLimitBytes ?? DEFAULT_BODY_LIMIT;
   const shutdown = new AbortController();
   const app = Fastify({
@@ -46,15 +79,37 @@ export function createGateway(options: GatewayOptions): { app: FastifyInstance; 
     bodyLimit,
     logController: new LogController({ disableRequestLogging: true }),
     return503OnClosing: true,
+    // A bad percent-encoding or an over-long path segment never reaches a route: same error shape.
+    frameworkErrors: (err, request, reply) => sendError(request, reply, toHangarError(err, bodyLimit)),
     forceCloseConnections: true,
   });
+  trackRoutes(app); // first: openapi.test.ts compares every route with the OpenAPI catalog
+  const auth = new Authenticator({
+    mode: options.auth ?? 'keys',
+    db: options.db,
+    registry: options.registry,
+    logger: options.logger,
+    ...(options.keyCacheTtlMs === undefined ? {} : { keyCacheTtlMs: options.keyCacheTtlMs }),
+  });
+  const admission = new Admission(options.db, options.limits, (r) => auth.authOf(r)?.keyId ?? null);
+  // Before any route: authentication, then the per-key limits, run first on every request.
+  auth.install(app);
+  admission.install(app);
   const deps: GatewayDeps = {
     db: options.db,
     bus: options.bus,
     registry: options.registry,
-    tenantOf: () => 'default',
+    tenantOf: auth.tenantOf,
+    principalOf: (request) => {
+      const who = auth.authOf(request as FastifyRequest);
+      return who?.prefix == null ? 'anonymous' : `key:${who.prefix}`;
+    },
+    admission,
+    creates: new RunCreateBatcher(options.db),
+    assistantCache: new AssistantCache(),
     shutdown: shutdown.signal,
     idempotencyTtlMs: options.idempotencyTtlMs ?? DEFAULT_IDEMPOTENCY_TTL_MS,
+    webhooksEnabled: options.webhooksEnabled ?? false,
   };
   // Expired idempotency keys go in bounded batches; every gateway sweeps (SKIP LOCKED keeps that cheap).
   const sweeper = setInterval(() => {
@@ -67,6 +122,7 @@ export function createGateway(options: GatewayOptions): { app: FastifyInstance; 
   // Fastify parses text/plain bodies by default; the API takes JSON only, so a JSON document sent
   // as text/plain (a common curl mistake) gets a 415 saying so, not a confusing schema error.
   app.removeContentTypeParser('text/plain');
+  app.addHook('preValidation', rejectDeepBodies);
   app.setErrorHandler((err, request, reply) =>
     sendError(request, reply, toHangarError(err, bodyLimit, request.headers['content-type'])),
   );
@@ -83,9 +139,12 @@ export function createGateway(options: GatewayOptions): { app: FastifyInstance; 
   registerRunRoutes(app, deps);
   registerThreadRoutes(app, deps);
   registerAssistantRoutes(app, deps);
+  registerStoreRoutes(app, deps);
+  registerOpenApiRoutes(app);
 
   return {
     app,
+    auth,
     async close() {
       clearInterval(sweeper);
       shutdown.abort();

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { WebhookUrl } from '../webhooks/url.ts';
 
 export const Uuid = z.string().uuid();
 const JsonObject = z.record(z.string(), z.unknown());
@@ -17,6 +18,10 @@ export const RunCreateBody = z.looseObject({
   multitask_strategy: z.enum(['reject', 'interrupt', 'rollback', 'enqueue']).optional(),
   if_not_exists: z.enum(['create', 'reject']).optional(),
   priority: z.number().int().min(-1000).max(1000).optional(),
+  /** Streaming creates only: what happens to the run when the client disconnects (default `continue`). */
+  on_disconnect: z.enum(['cancel', 'continue']).optional(),
+  /** POSTed the run when it ends (see docs/api.md, Webhooks). */
+  webhook: WebhookUrl.optional(),
 });
 
 export const ThreadCreateBody = z.looseObject({
@@ -95,3 +100,36 @@ export const ThreadStateUpdateBody = z.looseObject({
   values: JsonObject,
   as_node: z.string().min(1).max(200).optional(),
 });
+
+/** `POST /threads/{thread_id}/runs/{run_id}/cancel` query: the SDK sends `wait` as `1`/`0`. */
+export const CancelQuery = z.looseObject({
+  wait: z.enum(['0', '1', 'true', 'false']).optional(),
+  action: z.enum(['interrupt', 'rollback']).default('interrupt'),
+});
+
+/** `POST /runs/cancel`: runs by id (optionally on one thread), or every run of the tenant in a status. */
+export const CancelManyBody = z
+  .looseObject({
+    thread_id: Uuid.optional(),
+    run_ids: z.array(Uuid).min(1).max(1000).optional(),
+    status: z.enum(['pending', 'running', 'all']).optional(),
+  })
+  .refine((b) => b.run_ids !== undefined || b.status !== undefined || b.thread_id !== undefined, {
+    message: 'give run_ids, thread_id or status',
+    path: ['run_ids'],
+  });
+
+export const CancelManyQuery = z.looseObject({
+  action: z.enum(['interrupt', 'rollback']).default('interrupt'),
+});
+
+/** `cancel_on_disconnect` on join and join-stream (`1`/`0`). */
+export const JoinQuery = z.looseObject({
+  cancel_on_disconnect: z.enum(['0', '1', 'true', 'false']).optional(),
+});
+
+export const StatelessRunParams = z.object({ run_id: Uuid });
+
+/** Most runs one `POST /runs/batch` creates. */
+export const MAX_BATCH_RUNS = 100;
+export const RunBatchBody = z.array(z.unknown()).min(1).max(MAX_BATCH_RUNS);

@@ -17,6 +17,7 @@ export interface CheckpointWrite {
   end?:
     | { status: 'success'; output: unknown }
     | { status: 'error'; error: RunErrorRecord }
+    | { status: 'cancelled'; error: RunErrorRecord }
     | { status: 'waiting'; until: Date };
 }
 
@@ -29,9 +30,16 @@ export interface CheckpointWrite {
  * Events whose op key the run already logged are dropped (an emit outside a
  * step, passed again by a replay).
  *
- * Parameters shared by both forms: $1 run, $2 lease epoch, $3 attempt, $4 the
+ * Parameters shared by every form: $1 run, $2 lease epoch, $3 attempt, $4 the
  * run's new status (null: still running), $5 step, $6 thread values, $7
- * events, $8 event time.
+ * events, $8 event time. The fence returns the run's thread and tenant, and
+ * for a cancellation its action and base state: a rollback puts the thread
+ * back to the state the run started from and drops the run's checkpoints.
+ *
+ * An ending (success, error, cancelled) frees the thread if the run held it
+ * and then hands it to the thread's oldest queued run. A run cancelled before
+ * it ever started did not hold its thread and hands over nothing, unless the
+ * thread is free (it was next in line).
  */
 function checkpointSql(fence: string): string {
   return `
@@ -52,10 +60,11 @@ WITH fence AS (${fence}), step AS (
 ), counter AS (
   UPDATE threads t SET
     last_seq = t.last_seq + (SELECT count(*) FROM fresh),
-    "values" = COALESCE($6::jsonb, t."values"),
-    status = CASE WHEN $4::text IN ('success', 'error') AND t.active_run_id = $1
-      THEN (CASE WHEN $4::text = 'success' THEN 'idle' ELSE 'error' END) ELSE t.status END,
-    active_run_id = CASE WHEN $4::text IN ('success', 'error') AND t.active_run_id = $1
+    "values" = CASE WHEN f.cancel_action = 'rollback' THEN COALESCE(f.base_values, t."values")
+      ELSE COALESCE($6::jsonb, t."values") END,
+    status = CASE WHEN $4::text IN ('success', 'error', 'cancelled') AND t.active_run_id = $1
+      THEN (CASE WHEN $4::text = 'error' THEN 'error' ELSE 'idle' END) ELSE t.status END,
+    active_run_id = CASE WHEN $4::text IN ('success', 'error', 'cancelled') AND t.active_run_id = $1
       THEN NULL ELSE t.active_run_id END,
     updated_at = now()
   FROM fence f WHERE t.thread_id = f.thread_id
@@ -67,13 +76,18 @@ WITH fence AS (${fence}), step AS (
     $1, $6::jsonb
   FROM counter c WHERE $6::jsonb IS NOT NULL
   RETURNING checkpoint_id
+), rolled_back AS (
+  DELETE FROM thread_states s USING fence f WHERE f.cancel_action = 'rollback' AND s.run_id = $1
+  RETURNING s.checkpoint_id
 ), released AS (
   -- A run that ends hands its thread to the thread's oldest queued run.
   UPDATE runs q SET available_at = now(), updated_at = now()
   WHERE q.run_id = (
     SELECT o.run_id FROM runs o, fence f
-    WHERE $4::text IN ('success', 'error') AND o.thread_id = f.thread_id AND o.status = 'pending'
+    WHERE $4::text IN ('success', 'error', 'cancelled') AND o.thread_id = f.thread_id AND o.status = 'pending'
       AND o.available_at = 'infinity' AND o.run_id <> $1
+      -- The thread as it was before this statement: free, or held by the ending run.
+      AND COALESCE((SELECT h.active_run_id FROM threads h WHERE h.thread_id = f.thread_id), $1) = $1
     ORDER BY o.created_at, o.run_id LIMIT 1)
   RETURNING q.run_id
 ), logged AS (
@@ -93,28 +107,95 @@ SELECT (SELECT count(*) FROM fence)::int AS fenced, (SELECT count(*) FROM releas
  * it, so no new row version and no index entries. Heartbeats extend the lease.
  */
 const CHECKPOINT_SQL = checkpointSql(`
-  SELECT thread_id, tenant_id FROM runs
+  SELECT thread_id, tenant_id, NULL::text AS cancel_action, NULL::jsonb AS base_values FROM runs
   WHERE run_id = $1 AND lease_epoch = $2 AND status = 'running' AND $4::text IS NULL
   FOR SHARE`);
 
 /**
- * A write that ends the run ($4 success | error, with $9 output or $10 error)
- * or suspends it ($4 waiting until $11): the status change is the fence. A
- * wake-up is not a new attempt, so suspending gives the attempt back.
+ * A write that ends the run ($4 success | error | cancelled, with $9 output or
+ * $10 error) or suspends it ($4 waiting until $11): the status change is the
+ * fence. A wake-up is not a new attempt, so suspending gives the attempt back.
+ * A run asked to cancel while it was suspending wakes at once, so a worker
+ * claims it and ends it as cancelled instead of it sleeping first.
  */
 const ENDING_CHECKPOINT_SQL = checkpointSql(`
   UPDATE runs SET
     status = $4::text,
     output = CASE WHEN $4::text = 'success' THEN $9::jsonb ELSE output END,
-    error = CASE WHEN $4::text = 'error' THEN $10::jsonb ELSE error END,
+    error = CASE WHEN $4::text IN ('error', 'cancelled') THEN $10::jsonb ELSE error END,
     lease_owner = NULL,
     lease_expires_at = NULL,
-    available_at = CASE WHEN $4::text = 'waiting' THEN $11::timestamptz ELSE available_at END,
+    available_at = CASE WHEN $4::text <> 'waiting' THEN available_at
+      WHEN cancel_requested_at IS NULL THEN $11::timestamptz ELSE now() END,
     attempt = CASE WHEN $4::text = 'waiting' THEN attempt - 1 ELSE attempt END,
-    finished_at = CASE WHEN $4::text IN ('success', 'error') THEN now() ELSE finished_at END,
+    finished_at = CASE WHEN $4::text IN ('success', 'error', 'cancelled') THEN now() ELSE finished_at END,
     updated_at = now()
   WHERE run_id = $1 AND lease_epoch = $2 AND status = 'running'
-  RETURNING thread_id, tenant_id`);
+  RETURNING thread_id, tenant_id, CASE WHEN $4::text = 'cancelled' THEN cancel_action END AS cancel_action,
+    base_values`);
+
+/**
+ * Cancels a run no live worker holds — pending, waiting, interrupted, or
+ * running on an expired lease — in one statement, as the ending write of a
+ * worker would: the terminal event is logged, the thread freed (and rolled
+ * back for action rollback), the next queued run released. $2 is the tenant
+ * here, $9 the action, $10 the run's error record, $11 who cancelled.
+ */
+const CANCEL_UNHELD_SQL = checkpointSql(`
+  UPDATE runs SET
+    status = 'cancelled',
+    error = $10::jsonb,
+    cancel_action = $9::text,
+    cancel_reason = $10::jsonb->'details'->>'reason',
+    cancelled_by = $11::text,
+    cancel_requested_at = COALESCE(cancel_requested_at, now()),
+    lease_owner = NULL,
+    lease_expires_at = NULL,
+    finished_at = now(),
+    updated_at = now()
+  WHERE run_id = $1 AND tenant_id = $2::text AND $4::text = 'cancelled'
+    AND (status IN ('pending', 'waiting', 'interrupted') OR (status = 'running' AND lease_expires_at < now()))
+  RETURNING thread_id, tenant_id, cancel_action, base_values`);
+
+/** Events as the statements take them ($7), numbered in order. */
+function eventRows(events: readonly PendingEvent[]) {
+  return events.map((e, i) => ({
+    i: i + 1,
+    event_id: randomUUID(),
+    channel: e.channel,
+    namespace: e.namespace ?? [],
+    data: e.data ?? null,
+    op_key: e.opKey ?? null,
+  }));
+}
+
+type StatementResult = { fenced: number; logged: Array<{ event_id: string; seq: number }> };
+
+/** The events a statement logged, as envelopes in seq order (ready to publish after the commit). */
+function loggedEnvelopes(
+  row: StatementResult,
+  events: ReturnType<typeof eventRows>,
+  at: { threadId: string; runId: string; attempt: number; ts: string },
+): EventEnvelope[] {
+  const seqs = new Map(row.logged.map((l) => [l.event_id, Number(l.seq)]));
+  const logged: EventEnvelope[] = [];
+  for (const e of events) {
+    const seq = seqs.get(e.event_id);
+    if (seq === undefined) continue;
+    logged.push({
+      seq,
+      event_id: e.event_id,
+      thread_id: at.threadId,
+      run_id: at.runId,
+      attempt: at.attempt,
+      ts: at.ts,
+      channel: e.channel,
+      namespace: e.namespace,
+      data: e.data,
+    });
+  }
+  return logged.sort((a, b) => a.seq - b.seq);
+}
 
 /**
  * Writes a checkpoint for the run the lease names, in one statement. Returns
@@ -128,14 +209,7 @@ export async function writeCheckpoint(
   write: CheckpointWrite,
 ): Promise<EventEnvelope[]> {
   const ts = new Date().toISOString();
-  const events = write.events.map((e, i) => ({
-    i: i + 1,
-    event_id: randomUUID(),
-    channel: e.channel,
-    namespace: e.namespace ?? [],
-    data: e.data ?? null,
-    op_key: e.opKey ?? null,
-  }));
+  const events = eventRows(write.events);
   const step = write.step;
   const end = write.end;
   const shared = [
@@ -160,14 +234,13 @@ export async function writeCheckpoint(
     json(events),
     ts,
   ];
-  type Result = { fenced: number; logged: Array<{ event_id: string; seq: number }> };
   const res =
     end === undefined
-      ? await db.query<Result>(CHECKPOINT_SQL, shared)
-      : await db.query<Result>(ENDING_CHECKPOINT_SQL, [
+      ? await db.query<StatementResult>(CHECKPOINT_SQL, shared)
+      : await db.query<StatementResult>(ENDING_CHECKPOINT_SQL, [
           ...shared,
           end.status === 'success' ? json(end.output ?? null) : null,
-          end.status === 'error' ? json(end.error) : null,
+          end.status === 'error' || end.status === 'cancelled' ? json(end.error) : null,
           end.status === 'waiting' ? end.until.toISOString() : null,
         ]);
   const row = res.rows[0];
@@ -180,22 +253,46 @@ export async function writeCheckpoint(
       },
     );
   }
-  const seqs = new Map(row.logged.map((l) => [l.event_id, Number(l.seq)]));
-  const logged: EventEnvelope[] = [];
-  for (const e of events) {
-    const seq = seqs.get(e.event_id);
-    if (seq === undefined) continue;
-    logged.push({
-      seq,
-      event_id: e.event_id,
-      thread_id: lease.threadId,
-      run_id: lease.runId,
-      attempt: options.attempt,
-      ts,
-      channel: e.channel,
-      namespace: e.namespace,
-      data: e.data,
-    });
-  }
-  return logged.sort((a, b) => a.seq - b.seq);
+  return loggedEnvelopes(row, events, {
+    threadId: lease.threadId,
+    runId: lease.runId,
+    attempt: options.attempt,
+    ts,
+  });
+}
+
+/**
+ * Cancels a run that no live worker holds (see CANCEL_UNHELD_SQL), logging
+ * `events` (its terminal event) in the same statement. Returns the logged
+ * events, or null when the run is not in a state this can cancel (a live
+ * worker holds it, or it already ended): nothing was written then.
+ */
+export async function cancelUnheldRun(
+  db: Queryable,
+  run: { tenantId: string; runId: string; threadId: string },
+  cancel: {
+    action: 'interrupt' | 'rollback';
+    error: RunErrorRecord;
+    by: string;
+    events: readonly PendingEvent[];
+  },
+): Promise<EventEnvelope[] | null> {
+  const ts = new Date().toISOString();
+  const events = eventRows(cancel.events);
+  const res = await db.query<StatementResult>(CANCEL_UNHELD_SQL, [
+    run.runId,
+    run.tenantId,
+    0,
+    'cancelled',
+    null,
+    null,
+    json(events),
+    ts,
+    cancel.action,
+    json(cancel.error),
+    cancel.by,
+  ]);
+  const row = res.rows[0];
+  if (row === undefined || Number(row.fenced) === 0) return null;
+  return loggedEnvelopes(row, events, { threadId: run.threadId, runId: run.runId, attempt: 0, ts });
 }

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { HangarError, type RunErrorRecord } from '../errors.ts';
+import type { EventEnvelope } from '../events/envelope.ts';
 import { type StepHistoryRow, toStepRecord } from '../steps/repository.ts';
 import {
   canonicalJson,
@@ -10,10 +11,12 @@ import {
   sqlState,
   UNIQUE_VIOLATION,
 } from '../store/sql.ts';
+import { enqueueWebhook } from '../webhooks/repository.ts';
+import { type CancelRequest, type CancelRequestRow, cancelRun, requestFromRow } from './cancel.ts';
 import type { MultitaskStrategy, RunStatus } from './status.ts';
 import type { ClaimedRun, Lease, Run } from './types.ts';
 
-type RunRow = {
+export type RunRow = {
   run_id: string;
   thread_id: string;
   assistant_id: string;
@@ -37,11 +40,11 @@ type RunRow = {
   finished_at: Date | null;
 };
 
-const RUN_COLUMNS = `run_id, thread_id, assistant_id, tenant_id, agent, status, input, output, error, config,
+export const RUN_COLUMNS = `run_id, thread_id, assistant_id, tenant_id, agent, status, input, output, error, config,
   metadata, kwargs, multitask_strategy, attempt, lease_epoch, lease_owner, base_values, created_at, updated_at,
   started_at, finished_at`;
 
-function toRun(row: RunRow): Run {
+export function toRun(row: RunRow): Run {
   return {
     run_id: row.run_id,
     thread_id: row.thread_id,
@@ -80,6 +83,19 @@ export interface CreateRunInput {
   priority?: number;
   /** Create the thread if it does not exist (`if_not_exists: 'create'`). */
   createThread?: boolean;
+  /** POSTed the run when it ends (webhooks/): the delivery is recorded in this transaction. */
+  webhook?: string;
+  /**
+   * Filled by a create whose multitask strategy (interrupt, rollback)
+   * cancelled the thread's runs: events to publish and runs whose worker to
+   * notify, once the transaction has committed.
+   */
+  effects?: CreateEffects;
+}
+
+export interface CreateEffects {
+  events: EventEnvelope[];
+  cancelRequested: string[];
 }
 
 /**
@@ -136,6 +152,7 @@ export async function createRunInTx(tx: Queryable, input: CreateRunInput): Promi
   const strategy = input.multitaskStrategy ?? 'reject';
   let threadId = input.threadId;
   let queued = false;
+  let supersede: string[] = [];
   if (threadId === undefined) {
     threadId = randomUUID();
     await tx.query(`INSERT INTO threads (thread_id, tenant_id, metadata) VALUES ($1, $2, $3::jsonb)`, [
@@ -160,8 +177,9 @@ export async function createRunInTx(tx: Queryable, input: CreateRunInput): Promi
         input.tenantId,
       ]);
     } else {
-      const busy = await tx.query(
-        `SELECT 1 FROM runs WHERE thread_id = $1 AND status IN ('pending', 'running', 'waiting') LIMIT 1`,
+      const busy = await tx.query<{ run_id: string }>(
+        `SELECT run_id FROM runs WHERE thread_id = $1 AND status IN ('pending', 'running', 'waiting', 'interrupted')
+         ORDER BY created_at`,
         [threadId],
       );
       if (busy.rowCount > 0 && strategy === 'reject') {
@@ -172,6 +190,8 @@ export async function createRunInTx(tx: Queryable, input: CreateRunInput): Promi
       // Queued behind the thread's current run: not claimable until that run ends and the
       // ending write releases the thread's oldest queued run (runs/checkpoint.ts).
       queued = busy.rowCount > 0;
+      // interrupt / rollback: the new run replaces every run in flight or queued on the thread.
+      if (strategy === 'interrupt' || strategy === 'rollback') supersede = busy.rows.map((r) => r.run_id);
     }
   }
   const res = await tx.query<RunRow>(
@@ -197,7 +217,60 @@ export async function createRunInTx(tx: Queryable, input: CreateRunInput): Promi
   );
   const row = res.rows[0];
   if (row === undefined) throw new Error('INSERT … RETURNING returned no row');
+  if (input.webhook !== undefined) {
+    await enqueueWebhook(tx, { tenantId: input.tenantId, runId, url: input.webhook });
+  }
+  // Cancelled after the insert: cancelling the run that is next in line releases the new one.
+  for (const previous of supersede) {
+    const result = await cancelRun(tx, input.tenantId, previous, {
+      action: strategy === 'rollback' ? 'rollback' : 'interrupt',
+      reason: 'multitask',
+      by: `run:${runId}`,
+    });
+    input.effects?.events.push(...result.events);
+    if (result.outcome === 'requested') input.effects?.cancelRequested.push(previous);
+  }
   return toRun(row);
+}
+
+/**
+ * Deletes a run of the tenant (steps, tool calls and interrupts go with it by
+ * cascade; its events stay in the thread's append-only log). The caller
+ * checks the run has ended.
+ */
+export async function deleteRun(db: Queryable, tenantId: string, runId: string): Promise<boolean> {
+  const res = await db.query('DELETE FROM runs WHERE run_id = $1 AND tenant_id = $2', [runId, tenantId]);
+  return res.rowCount > 0;
+}
+
+/**
+ * The runs a cancel-many request names: `all` are the ids that exist in the
+ * tenant (to report unknown ones), `active` those still able to be cancelled.
+ * At most 1,000 per request.
+ */
+export async function findRunsToCancel(
+  db: Queryable,
+  tenantId: string,
+  filter: { threadId?: string; runIds?: readonly string[]; status?: 'pending' | 'running' | 'all' },
+): Promise<{ all: string[]; active: string[] }> {
+  const statuses =
+    filter.status === 'pending'
+      ? ['pending', 'waiting']
+      : filter.status === 'running'
+        ? ['running']
+        : ['pending', 'running', 'waiting', 'interrupted'];
+  const res = await db.query<{ run_id: string; active: boolean }>(
+    `SELECT run_id, status = ANY($4::text[]) AS active FROM runs
+     WHERE tenant_id = $1 AND ($2::uuid IS NULL OR thread_id = $2)
+       AND ($3::uuid[] IS NULL OR run_id = ANY($3::uuid[]))
+       AND ($3::uuid[] IS NOT NULL OR status = ANY($4::text[]))
+     ORDER BY created_at LIMIT 1000`,
+    [tenantId, filter.threadId ?? null, filter.runIds ?? null, statuses],
+  );
+  return {
+    all: res.rows.map((r) => r.run_id),
+    active: res.rows.filter((r) => r.active).map((r) => r.run_id),
+  };
 }
 
 export async function getRun(db: Queryable, tenantId: string, runId: string): Promise<Run | null> {
@@ -245,7 +318,8 @@ export async function claimRuns(
   db: Queryable,
   options: ClaimOptions & { limit: number },
 ): Promise<ClaimedRun[]> {
-  const res = await db.query<RunRow & { history: StepHistoryRow[] }>(
+  type ClaimRow = RunRow & CancelRequestRow & { history: StepHistoryRow[]; cancel_requested_at: Date | null };
+  const res = await db.query<ClaimRow>(
     `WITH candidates AS (
        -- Runs queued behind a busy thread wait with available_at = infinity, so every candidate
        -- here is on a free thread (or holds its thread): a plain top-N over the claim index,
@@ -269,7 +343,7 @@ export async function claimRuns(
        FROM taken WHERE r.run_id = taken.taken_run_id
        RETURNING r.*
      )
-     SELECT ${RUN_COLUMNS},
+     SELECT ${RUN_COLUMNS}, cancel_requested_at, cancel_action, cancel_reason, cancelled_by,
        (SELECT coalesce(jsonb_agg(jsonb_build_object('step_index', s.step_index, 'name', s.name, 'kind', s.kind,
            'status', s.status, 'result', s.result, 'attempt', s.attempt, 'usage', s.usage, 'wake_at', s.wake_at)
            ORDER BY s.step_index), '[]'::jsonb)
@@ -290,6 +364,7 @@ export async function claimRuns(
       },
       baseValues: row.base_values ?? {},
       history: row.history.map(toStepRecord),
+      cancel: row.cancel_requested_at === null ? null : requestFromRow(row),
     };
   });
 }
@@ -300,14 +375,29 @@ export async function claimRun(db: Queryable, options: ClaimOptions): Promise<Cl
   return claimed ?? null;
 }
 
-/** Extends the lease; false when it was lost. */
-export async function heartbeat(db: Queryable, lease: Lease, leaseMs: number): Promise<boolean> {
-  const res = await db.query(
+/**
+ * Extends the lease and reads whether the run was asked to cancel since. Not
+ * held: the lease was lost.
+ */
+export async function renewLease(
+  db: Queryable,
+  lease: Lease,
+  leaseMs: number,
+): Promise<{ held: false } | { held: true; cancel: CancelRequest | null }> {
+  const res = await db.query<CancelRequestRow & { cancel_requested: boolean }>(
     `UPDATE runs SET lease_expires_at = now() + ($3::bigint * interval '1 millisecond')
-     WHERE run_id = $1 AND lease_epoch = $2 AND status = 'running'`,
+     WHERE run_id = $1 AND lease_epoch = $2 AND status = 'running'
+     RETURNING cancel_requested_at IS NOT NULL AS cancel_requested, cancel_action, cancel_reason, cancelled_by`,
     [lease.runId, lease.epoch, leaseMs],
   );
-  return res.rowCount > 0;
+  const row = res.rows[0];
+  if (row === undefined) return { held: false };
+  return { held: true, cancel: row.cancel_requested ? requestFromRow(row) : null };
+}
+
+/** Extends the lease; false when it was lost. */
+export async function heartbeat(db: Queryable, lease: Lease, leaseMs: number): Promise<boolean> {
+  return (await renewLease(db, lease, leaseMs)).held;
 }
 
 /** Hands a run back to the queue without counting the attempt (graceful drain). */

@@ -1,5 +1,6 @@
 import type { RunErrorRecord } from '../errors.ts';
 import type { StepRecord } from '../steps/repository.ts';
+import type { CancelRequest } from './cancel.ts';
 import type { MultitaskStrategy, RunStatus } from './status.ts';
 
 /** A run as the API shows it (the LangGraph `Run` shape plus Hangar's fields). */
@@ -40,4 +41,6 @@ export interface ClaimedRun {
   baseValues: Record<string, unknown>;
   /** The run's recorded steps, in order (read by the claim itself). */
   history: StepRecord[];
+  /** Set when the run was asked to cancel before this claim: the worker ends it without running it. */
+  cancel: CancelRequest | null;
 }

@@ -1,12 +1,13 @@
 import type { Logger } from 'pino';
 import { AgentRegistry } from '../assistants/registry.ts';
 import type { Bus } from '../bus/bus.ts';
-import { createGateway } from '../gateway/app.ts';
+import { createGateway, type GatewayOptions } from '../gateway/app.ts';
 import { requeueAllRunning } from '../runs/repository.ts';
 import type { Agent } from '../sdk/agent.ts';
 import type { LlmSettings } from '../sdk/llm.ts';
 import { migrate } from '../store/migrate.ts';
 import type { SqlClient } from '../store/sql.ts';
+import { startWebhookDispatcher, type WebhookSettings } from '../webhooks/dispatcher.ts';
 import { WORKER_DEFAULTS, Worker, type WorkerOptions } from '../worker/worker.ts';
 
 export type WorkerSettings = Partial<Omit<WorkerOptions, 'db' | 'bus' | 'agents' | 'logger' | 'llm'>>;
@@ -26,9 +27,15 @@ export interface StartOptions {
     idempotencyTtlMs?: number;
     /** How often expired idempotency keys are deleted (default every minute). */
     idempotencySweepMs?: number;
+    /** `keys` (default) or `none` (every request acts for `default`: localhost only). */
+    auth?: GatewayOptions['auth'];
+    keyCacheTtlMs?: number;
+    limits?: GatewayOptions['limits'];
   };
   /** Execute runs (worker role). */
   worker?: WorkerSettings;
+  /** Completion webhooks: the gateway accepts `webhook` and the worker's process delivers only with a secret. */
+  webhooks?: WebhookSettings;
   /** Apply migrations first (default true). */
   migrate?: boolean;
   /**
@@ -42,6 +49,8 @@ export interface StartOptions {
 export interface RunningHangar {
   /** The gateway's base URL, when it serves one. */
   url: string | undefined;
+  /** The gateway, when this process serves one (tests read its routes). */
+  gateway: ReturnType<typeof createGateway> | undefined;
   worker: Worker | undefined;
   registry: AgentRegistry;
   stop(): Promise<void>;
@@ -76,6 +85,12 @@ export async function startHangar(options: StartOptions): Promise<RunningHangar>
       ...(options.gateway.idempotencySweepMs === undefined
         ? {}
         : { idempotencySweepMs: options.gateway.idempotencySweepMs }),
+      webhooksEnabled: options.webhooks?.secret !== undefined,
+      auth: options.gateway.auth ?? 'keys',
+      ...(options.gateway.keyCacheTtlMs === undefined
+        ? {}
+        : { keyCacheTtlMs: options.gateway.keyCacheTtlMs }),
+      ...(options.gateway.limits === undefined ? {} : { limits: options.gateway.limits }),
     });
     let address: string;
     try {
@@ -102,14 +117,26 @@ export async function startHangar(options: StartOptions): Promise<RunningHangar>
     });
     worker.start();
   }
+  // Webhooks go out from every worker process, beside the worker (never in a run's slot).
+  const webhooks =
+    worker === undefined
+      ? undefined
+      : startWebhookDispatcher({
+          db,
+          bus,
+          logger: logger.child({ role: 'webhooks' }),
+          settings: options.webhooks,
+        });
 
   return {
     url,
+    gateway,
     worker,
     registry,
     async stop() {
       await gateway?.close();
       await worker?.stop();
+      await webhooks?.stop();
     },
   };
 }

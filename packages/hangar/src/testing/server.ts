@@ -25,7 +25,10 @@ export async function startTestServer(
     worker?: WorkerSettings | false;
     bus?: MemoryBus;
     llm?: LlmSettings;
-    /** Extra gateway settings; it always listens on a free localhost port. */
+    /**
+     * Extra gateway settings; it always listens on a free localhost port. `auth` is `none`
+     * unless set (`auth: 'keys'` to test with API keys).
+     */
     gateway?: Omit<NonNullable<StartOptions['gateway']>, 'port' | 'host'>;
   } = {},
 ): Promise<TestServer> {
@@ -36,7 +39,7 @@ export async function startTestServer(
     agents: new Map(agents.map((a) => [a.name, a])),
     logger: testLogger(),
     ...(options.llm === undefined ? {} : { llm: options.llm }),
-    gateway: { ...options.gateway, port: 0, host: '127.0.0.1' },
+    gateway: { auth: 'none', ...options.gateway, port: 0, host: '127.0.0.1' },
     ...(options.worker === false ? {} : { worker: { pollMs: 50, ...options.worker } }),
   });
   return {

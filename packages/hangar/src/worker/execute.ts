@@ -2,7 +2,8 @@ import type { Logger } from 'pino';
 import type { Bus } from '../bus/bus.ts';
 import { HangarError, isHangarError, toRunError } from '../errors.ts';
 import type { LifecycleData } from '../events/envelope.ts';
-import { heartbeat } from '../runs/repository.ts';
+import { type CancelRequest, cancelledError, cancelledEvent, deleteRolledBack } from '../runs/cancel.ts';
+import { renewLease } from '../runs/repository.ts';
 import type { ClaimedRun } from '../runs/types.ts';
 import type { Agent } from '../sdk/agent.ts';
 import type { LlmSettings } from '../sdk/llm.ts';
@@ -21,6 +22,18 @@ export interface ExecuteDeps {
   coalesceMs: number;
   maxBufferedEvents: number;
   llm: LlmSettings;
+  /**
+   * Where the worker finds a running attempt's "look for a cancel now" hook
+   * (called on a bus cancel hint); the attempt adds itself while it runs.
+   */
+  cancelChecks?: Map<string, () => void>;
+}
+
+/** Thrown into the attempt's await when the run is cancelled: the attempt stops waiting for the agent. */
+class CancelSignal extends Error {
+  constructor(readonly request: CancelRequest) {
+    super('run cancelled');
+  }
 }
 
 /**
@@ -30,7 +43,7 @@ export interface ExecuteDeps {
  * lease will expire and the sweeper re-queues the run.
  */
 export type ExecuteOutcome =
-  | { kind: 'finished'; status: 'success' | 'error' }
+  | { kind: 'finished'; status: 'success' | 'error' | 'cancelled' }
   | { kind: 'suspended'; until: Date }
   | { kind: 'lost' }
   | { kind: 'abandoned'; error: unknown };
@@ -62,27 +75,55 @@ export async function executeRun(
   });
   let lost = false;
   let lastBeat = Date.now();
-  const beat = setInterval(() => {
-    heartbeat(deps.db, lease, deps.leaseMs).then(
-      (held) => {
-        if (held) {
-          lastBeat = Date.now();
-          return;
-        }
-        lost = true;
-        controller.abort(new HangarError('lease_lost', `run ${run.run_id} was taken over by another worker`));
-      },
-      (err: unknown) => {
-        log.warn({ err }, 'heartbeat failed');
-        // Past the lease the run may already be someone else's: stop touching the outside world.
-        if (Date.now() - lastBeat > deps.leaseMs) {
+  // A cancel seen by a heartbeat (or a bus hint, which triggers one at once) aborts ctx.signal and
+  // rejects `cancelled`, which the attempt races against the agent: a step that ignores its signal
+  // cannot hold the run; whatever it does later is fenced off by the run's new status.
+  let cancel: CancelRequest | null = null;
+  let rejectCancelled: (signal: CancelSignal) => void = () => {};
+  const cancelled = new Promise<never>((_resolve, reject) => {
+    rejectCancelled = reject;
+  });
+  cancelled.catch(() => {});
+  const onCancel = (request: CancelRequest) => {
+    if (cancel !== null) return;
+    cancel = request;
+    log.info({ cancel: request }, 'run cancelled; stopping the attempt');
+    controller.abort(new HangarError('cancelled', `run ${run.run_id} was cancelled`));
+    rejectCancelled(new CancelSignal(request));
+  };
+  let beating = false;
+  const beatNow = () => {
+    if (beating || lost) return;
+    beating = true;
+    renewLease(deps.db, lease, deps.leaseMs)
+      .then(
+        (renewed) => {
+          if (renewed.held) {
+            lastBeat = Date.now();
+            if (renewed.cancel !== null) onCancel(renewed.cancel);
+            return;
+          }
           lost = true;
-          controller.abort(new HangarError('lease_lost', 'heartbeats failed for longer than the lease'));
-        }
-      },
-    );
-  }, deps.heartbeatMs);
+          controller.abort(
+            new HangarError('lease_lost', `run ${run.run_id} was taken over by another worker`),
+          );
+        },
+        (err: unknown) => {
+          log.warn({ err }, 'heartbeat failed');
+          // Past the lease the run may already be someone else's: stop touching the outside world.
+          if (Date.now() - lastBeat > deps.leaseMs) {
+            lost = true;
+            controller.abort(new HangarError('lease_lost', 'heartbeats failed for longer than the lease'));
+          }
+        },
+      )
+      .finally(() => {
+        beating = false;
+      });
+  };
+  const beat = setInterval(beatNow, deps.heartbeatMs);
   beat.unref();
+  deps.cancelChecks?.set(run.run_id, beatNow);
 
   const started = Date.now();
   try {
@@ -111,7 +152,14 @@ export async function executeRun(
           `input no longer matches agent "${agent.name}": ${parsed.error.message}`,
         );
       }
-      output = await agent.run(ctx, parsed.data);
+      if (claimed.cancel !== null) {
+        // Asked to cancel while no worker held it (a dead worker's run, a sleeper): end it unrun.
+        onCancel(claimed.cancel);
+        throw new CancelSignal(claimed.cancel);
+      }
+      const running = agent.run(ctx, parsed.data);
+      running.catch(() => {}); // After a cancel nobody awaits it; its writes are fenced.
+      output = await Promise.race([running, cancelled]);
       if (ctx.suspended !== undefined) throw new SuspendSignal(ctx.suspended);
       if (agent.output !== undefined) {
         const checked = agent.output.safeParse(output);
@@ -140,6 +188,10 @@ export async function executeRun(
         );
       }
     } catch (err) {
+      if (cancel !== null && !lost && !stop.aborted) {
+        if (committer.failed !== undefined) throw committer.failed;
+        return await endCancelled(deps, committer, run.run_id, cancel, log);
+      }
       if (err instanceof SuspendSignal || ctx.suspended !== undefined) {
         const until = ctx.suspended ?? (err as SuspendSignal).until;
         log.info({ until: until.toISOString() }, 'run suspended');
@@ -178,10 +230,34 @@ export async function executeRun(
     return { kind: 'abandoned', error: err };
   } finally {
     clearInterval(beat);
+    deps.cancelChecks?.delete(run.run_id);
     stop.removeEventListener('abort', onStop);
     committer.dispose();
     if (!controller.signal.aborted) controller.abort(new Error('run attempt ended'));
   }
+}
+
+/**
+ * Ends a cancelled run: its terminal event and status in one fenced write
+ * (events the attempt emitted go with it; state it had not checkpointed does
+ * not). A rollback restores the thread's state in that same write; the run
+ * row goes right after.
+ */
+async function endCancelled(
+  deps: ExecuteDeps,
+  committer: RunCommitter,
+  runId: string,
+  request: CancelRequest,
+  log: Logger,
+): Promise<ExecuteOutcome> {
+  const error = cancelledError(request);
+  await committer.commit({
+    events: [{ channel: 'lifecycle', data: cancelledEvent(error) }],
+    end: { status: 'cancelled', error },
+  });
+  if (request.action === 'rollback') await deleteRolledBack(deps.db, runId);
+  log.info({ action: request.action, reason: request.reason }, 'run cancelled');
+  return { kind: 'finished', status: 'cancelled' };
 }
 
 /**

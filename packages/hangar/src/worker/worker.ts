@@ -53,6 +53,9 @@ export class Worker {
   private again = false;
   private timers: NodeJS.Timeout[] = [];
   private unsubscribe: Unsubscribe | undefined;
+  private unsubscribeCancel: Unsubscribe | undefined;
+  /** Per running run: look for a cancel request now (a bus hint said there is one). */
+  private readonly cancelChecks = new Map<string, () => void>();
   private readonly agentNames: string[];
 
   constructor(private readonly options: WorkerOptions) {
@@ -66,6 +69,7 @@ export class Worker {
 
   start(): void {
     this.unsubscribe = this.options.bus.onWork(() => this.wake());
+    this.unsubscribeCancel = this.options.bus.onCancel((runId) => this.cancelChecks.get(runId)?.());
     this.timers.push(setInterval(() => this.wake(), this.options.pollMs));
     this.timers.push(setInterval(() => void this.sweep(), this.options.sweepMs));
     for (const t of this.timers) t.unref();
@@ -123,7 +127,12 @@ export class Worker {
       void releaseRun(this.options.db, claimed.lease).catch(() => false);
       return;
     }
-    const tracked = executeRun(this.options, claimed, agent, this.stopController.signal)
+    const tracked = executeRun(
+      { ...this.options, cancelChecks: this.cancelChecks },
+      claimed,
+      agent,
+      this.stopController.signal,
+    )
       .then(async (outcome) => {
         if (outcome.kind === 'suspended') {
           const timer = setTimeout(() => this.wake(), Math.max(0, outcome.until.getTime() - Date.now()));
@@ -169,6 +178,7 @@ export class Worker {
     this.stopController.abort();
     for (const t of this.timers) clearInterval(t);
     this.unsubscribe?.();
+    this.unsubscribeCancel?.();
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, deadlineMs);

@@ -1,12 +1,25 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { z } from 'zod';
+import { resolveAssistant } from '../../assistants/resolve.ts';
 import { HangarError } from '../../errors.ts';
 import type { EventEnvelope } from '../../events/envelope.ts';
 import { readEvents } from '../../events/log.ts';
+import { RunCreateBatcher } from '../../runs/batcher.ts';
+import { type CancelRequest, cancelRun } from '../../runs/cancel.ts';
 import { createRunIdempotent, fingerprint, parseIdempotencyKey } from '../../runs/idempotency.ts';
-import { type CreateRunInput, createRun, getRun, listThreadRuns } from '../../runs/repository.ts';
+import {
+  type CreateRunInput,
+  createRun,
+  createRunInTx,
+  deleteRun,
+  findRunsToCancel,
+  getRun,
+  listThreadRuns,
+} from '../../runs/repository.ts';
 import { isTerminal } from '../../runs/status.ts';
 import type { Run } from '../../runs/types.ts';
+import { sqlState, UNIQUE_VIOLATION } from '../../store/sql.ts';
 import { followThread } from '../../streaming/follow.ts';
 import {
   DEFAULT_STREAM_MODES,
@@ -16,9 +29,21 @@ import {
 } from '../../streaming/langgraph.ts';
 import { parseLastEventId, SseWriter } from '../../streaming/sse.ts';
 import { getThread, threadLastSeq } from '../../threads/repository.ts';
+import { acceptWebhook } from '../../webhooks/url.ts';
 import type { GatewayDeps } from '../app.ts';
 import { parseWith, zodError } from '../errors.ts';
-import { ListQuery, RunCreateBody, RunParams, ThreadParams } from '../schemas.ts';
+import {
+  CancelManyBody,
+  CancelManyQuery,
+  CancelQuery,
+  JoinQuery,
+  ListQuery,
+  RunBatchBody,
+  RunCreateBody,
+  RunParams,
+  StatelessRunParams,
+  ThreadParams,
+} from '../schemas.ts';
 
 /** The run as the API shows it (no tenant id). */
 export function publicRun(run: Run): Omit<Run, 'tenant_id'> {
@@ -29,20 +54,32 @@ export function publicRun(run: Run): Omit<Run, 'tenant_id'> {
 export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void {
   // `stream_mode` is kept in the run's kwargs: a stream joined or resumed without one uses it.
   // With an `Idempotency-Key`, a repeat of the request answers the run the first one created.
-  const create = async (
+  /**
+   * A create request's body, checked (schema, assistant, the agent's input) and
+   * turned into the run to create. `prefix` names the body in errors (`[2]` in a batch).
+   */
+  const prepare = async (
     request: FastifyRequest,
+    rawBody: unknown,
     threadId: string | undefined,
-    defaultModes?: readonly StreamMode[],
-  ): Promise<{ run: Run; replayed: boolean }> => {
-    const key = parseIdempotencyKey(request.headers['idempotency-key']);
-    const body = parseWith(RunCreateBody, request.body, '');
-    const { agent, assistantId } = deps.registry.resolve(body.assistant_id);
+    defaultModes: readonly StreamMode[] | undefined,
+    prefix = '',
+  ): Promise<{ runInput: CreateRunInput; body: z.output<typeof RunCreateBody> }> => {
+    const body = parseWith(RunCreateBody, rawBody, prefix);
+    const at = (field: string) => (prefix === '' ? field : `${prefix}.${field}`);
+    // The assistant's config goes under the run's (assistants/resolve.ts); the merge is what the run stores.
+    const { agent, assistantId, config } = await resolveAssistant(
+      deps,
+      deps.tenantOf(request),
+      body.assistant_id,
+      body.config,
+    );
     const input = agent.input.safeParse(body.input ?? {});
-    if (!input.success) throw zodError(input.error, 'input', 'input_invalid');
+    if (!input.success) throw zodError(input.error, at('input'), 'input_invalid');
     const modes =
       body.stream_mode === undefined || body.stream_mode === null
         ? defaultModes
-        : parseWith(StreamModeParam, body.stream_mode, 'stream_mode');
+        : parseWith(StreamModeParam, body.stream_mode, at('stream_mode'));
     const kwargs = modes === undefined ? body.kwargs : { ...body.kwargs, stream_mode: modes };
     const runInput: CreateRunInput = {
       tenantId: deps.tenantOf(request),
@@ -52,15 +89,32 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
       ...(threadId === undefined ? {} : { threadId }),
       ...(body.run_id === undefined ? {} : { runId: body.run_id }),
       ...(body.metadata === undefined ? {} : { metadata: body.metadata }),
-      ...(body.config === undefined ? {} : { config: body.config }),
+      config,
       ...(kwargs === undefined ? {} : { kwargs }),
       ...(body.multitask_strategy === undefined ? {} : { multitaskStrategy: body.multitask_strategy }),
       ...(body.priority === undefined ? {} : { priority: body.priority }),
+      ...(body.webhook === undefined ? {} : { webhook: acceptWebhook(body.webhook, deps.webhooksEnabled) }),
       createThread: body.if_not_exists === 'create',
+      effects: { events: [], cancelRequested: [] },
     };
+    return { runInput, body };
+  };
+
+  // `stream_mode` is kept in the run's kwargs: a stream joined or resumed without one uses it.
+  // With an `Idempotency-Key`, a repeat of the request answers the run the first one created.
+  const create = async (
+    request: FastifyRequest,
+    threadId: string | undefined,
+    defaultModes?: readonly StreamMode[],
+  ): Promise<{ run: Run; replayed: boolean }> => {
+    const key = parseIdempotencyKey(request.headers['idempotency-key']);
+    const { runInput, body } = await prepare(request, request.body, threadId, defaultModes);
+    await deps.admission.beforeCreate(runInput.tenantId);
     if (key === undefined) {
-      const run = await createRun(deps.db, runInput);
-      deps.bus.notifyWork();
+      const run = RunCreateBatcher.accepts(runInput)
+        ? await deps.creates.create(runInput)
+        : await createRun(deps.db, runInput);
+      afterCreate(deps, runInput);
       return { run, replayed: false };
     }
     // The fingerprint covers the route and thread too: one key on /runs and on /runs/wait is a reuse.
@@ -77,7 +131,7 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
         ttlMs: deps.idempotencyTtlMs,
       },
     );
-    if (!replayed) deps.bus.notifyWork();
+    if (!replayed) afterCreate(deps, runInput);
     return { run, replayed };
   };
 
@@ -95,7 +149,7 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
     const afterSeq = await positionBeforeCreate(request, threadId);
     const { run } = await create(request, threadId);
     reply.header('content-location', `/threads/${run.thread_id}/runs/${run.run_id}`);
-    return waitForResult(request, reply, deps, run, afterSeq);
+    return waitForResult(request, reply, deps, run, afterSeq, onDisconnect(request.body) === 'cancel');
   };
 
   // Streaming runs: same body as the background create plus `stream_mode` (default `values`); the
@@ -111,6 +165,7 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
     await streamRun(request, reply, deps, run, {
       afterSeq: replayed ? 0 : afterSeq,
       modes: storedModes(run) ?? DEFAULT_STREAM_MODES,
+      cancelOnDisconnect: onDisconnect(request.body) === 'cancel',
     });
   };
 
@@ -150,26 +205,188 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
   // `stream_mode` (query, repeatable), else the modes the run was created with; a run created
   // with none streams Hangar's own channels (what `hangar run --follow` and the dashboard read).
   app.get('/threads/:thread_id/runs/:run_id/stream', async (request, reply) => {
-    const query = request.query as Record<string, unknown>;
-    const asked =
-      query.stream_mode === undefined
-        ? undefined
-        : parseWith(StreamModeParam, query.stream_mode, 'stream_mode');
-    const run = await findRun(request, deps);
-    const lastEventId = parseLastEventId(request.headers['last-event-id'] ?? query.last_event_id);
-    await streamRun(request, reply, deps, run, {
-      afterSeq: lastEventId ?? 0,
-      resumed: lastEventId !== undefined,
-      modes: asked ?? storedModes(run),
-    });
+    await joinStream(request, reply, deps, await findRun(request, deps));
   });
 
   app.get('/threads/:thread_id/runs/:run_id/join', async (request, reply) => {
     const { thread_id } = parseWith(RunParams, request.params, 'path');
     // Before reading the run: if it is still going, its terminal event comes after this position.
+    const { cancel_on_disconnect } = parseWith(JoinQuery, request.query, 'query');
     const afterSeq = (await threadLastSeq(deps.db, deps.tenantOf(request), thread_id)) ?? 0;
     const run = await findRun(request, deps);
-    return waitForResult(request, reply, deps, run, afterSeq);
+    return waitForResult(request, reply, deps, run, afterSeq, isTrue(cancel_on_disconnect));
+  });
+
+  // Cancel: a run no live worker holds ends at once; a running one is ended by its worker, which
+  // hears of it through the bus. `wait=1` answers 204 once the run has ended; else 202 at once.
+  app.post('/threads/:thread_id/runs/:run_id/cancel', async (request, reply) => {
+    const query = parseWith(CancelQuery, request.query, 'query');
+    const run = await findRun(request, deps);
+    const afterSeq = (await threadLastSeq(deps.db, run.tenant_id, run.thread_id)) ?? 0;
+    const result = await cancelAndPublish(deps, run.tenant_id, run.run_id, {
+      action: query.action,
+      reason: 'api',
+      by: principal(request, deps),
+    });
+    if (!isTrue(query.wait) || result.outcome === 'finished' || result.outcome === 'cancelled') {
+      return reply
+        .status(isTrue(query.wait) ? 204 : 202)
+        .send(
+          isTrue(query.wait)
+            ? undefined
+            : { run_id: run.run_id, thread_id: run.thread_id, outcome: result.outcome },
+        );
+    }
+    await waitForEnd(request, reply, deps, run, afterSeq);
+    return reply.status(204).send();
+  });
+
+  // Cancel many: the runs named (on a thread, or anywhere in the tenant), every run of a thread,
+  // or every pending/running run of the tenant.
+  app.post('/runs/cancel', async (request, reply) => {
+    const { action } = parseWith(CancelManyQuery, request.query, 'query');
+    const body = parseWith(CancelManyBody, request.body ?? {}, '');
+    const tenantId = deps.tenantOf(request);
+    const runIds = await findRunsToCancel(deps.db, tenantId, {
+      ...(body.thread_id === undefined ? {} : { threadId: body.thread_id }),
+      ...(body.run_ids === undefined ? {} : { runIds: body.run_ids }),
+      ...(body.status === undefined ? {} : { status: body.status }),
+    });
+    if (body.run_ids !== undefined) {
+      const missing = body.run_ids.filter((id) => !runIds.all.includes(id));
+      if (missing.length > 0) {
+        throw new HangarError('not_found', `run ${missing[0]} not found`, { details: { run_ids: missing } });
+      }
+    }
+    const by = principal(request, deps);
+    for (const runId of runIds.active)
+      await cancelAndPublish(deps, tenantId, runId, { action, reason: 'api', by });
+    return reply.status(204).send();
+  });
+
+  // Deletes a finished run (its steps with it; its events stay in the thread's log). An active
+  // run must be cancelled first: deleting it would orphan the work a worker is doing.
+  app.delete('/threads/:thread_id/runs/:run_id', async (request, reply) => {
+    const run = await findRun(request, deps);
+    if (!isTerminal(run.status)) {
+      throw new HangarError(
+        'conflict',
+        `run ${run.run_id} is ${run.status}; cancel it (POST …/cancel) before deleting it`,
+        { details: { run_id: run.run_id, status: run.status } },
+      );
+    }
+    await deleteRun(deps.db, run.tenant_id, run.run_id);
+    return reply.status(204).send();
+  });
+
+  // A batch of stateless background runs, all created or none: every body is checked first (errors
+  // name the index), then one transaction creates them.
+  app.post('/runs/batch', async (request) => {
+    if (request.headers['idempotency-key'] !== undefined) {
+      throw new HangarError(
+        'invalid_request',
+        'Idempotency-Key is not supported on /runs/batch; give each run a run_id instead',
+        { details: { header: 'idempotency-key' } },
+      );
+    }
+    const bodies = parseWith(RunBatchBody, request.body, '');
+    const inputs: CreateRunInput[] = [];
+    for (const [i, raw] of bodies.entries()) {
+      inputs.push((await prepare(request, raw, undefined, undefined, `[${i}]`)).runInput);
+    }
+    for (const input of inputs) await deps.admission.beforeCreate(input.tenantId);
+    const runs = await deps.db
+      .transaction(async (tx) => {
+        const created: Run[] = [];
+        for (const input of inputs) created.push(await createRunInTx(tx, input));
+        return created;
+      })
+      .catch((err: unknown) => {
+        // A client-chosen run_id that is taken (by anyone, in any tenant: not said which).
+        if (sqlState(err) !== UNIQUE_VIOLATION) throw err;
+        throw new HangarError('conflict', 'a run_id in the batch already exists; nothing was created', {
+          details: { run_ids: inputs.flatMap((i) => (i.runId === undefined ? [] : [i.runId])) },
+        });
+      });
+    deps.bus.notifyWork();
+    return runs.map(publicRun);
+  });
+
+  // A run's stream by run id alone (the SDK's `joinStream` without a thread).
+  app.get('/runs/:run_id/stream', async (request, reply) => {
+    const { run_id } = parseWith(StatelessRunParams, request.params, 'path');
+    const run = await getRun(deps.db, deps.tenantOf(request), run_id);
+    if (run === null) {
+      throw new HangarError('not_found', `run ${run_id} not found`, { details: { run_id } });
+    }
+    await joinStream(request, reply, deps, run);
+  });
+}
+
+/** `1`/`true` in a query flag. */
+function isTrue(flag: string | undefined): boolean {
+  return flag === '1' || flag === 'true';
+}
+
+/** A create body's `on_disconnect` (checked already by the create itself). */
+function onDisconnect(body: unknown): 'cancel' | 'continue' {
+  const value = (body as { on_disconnect?: unknown } | null)?.on_disconnect;
+  return value === 'cancel' ? 'cancel' : 'continue';
+}
+
+/** Who a request acts as, recorded on what it cancels. */
+function principal(request: FastifyRequest, deps: GatewayDeps): string {
+  return deps.principalOf?.(request) ?? 'api';
+}
+
+/** After a create commits: wake the workers, and carry out what its multitask strategy cancelled. */
+function afterCreate(deps: GatewayDeps, input: CreateRunInput): void {
+  deps.bus.notifyWork();
+  if (input.effects !== undefined)
+    publishCancellations(deps, input.effects.events, input.effects.cancelRequested);
+}
+
+/** Publishes the terminal events of runs cancelled at once, and tells workers of runs they must end. */
+function publishCancellations(
+  deps: GatewayDeps,
+  events: readonly EventEnvelope[],
+  requested: readonly string[],
+) {
+  const byThread = new Map<string, EventEnvelope[]>();
+  for (const event of events) {
+    const list = byThread.get(event.thread_id) ?? [];
+    list.push(event);
+    byThread.set(event.thread_id, list);
+  }
+  for (const [threadId, list] of byThread) deps.bus.publishEvents(threadId, list);
+  for (const runId of requested) deps.bus.notifyCancel(runId);
+  if (events.length > 0) deps.bus.notifyWork(); // a cancelled run may have released the next one
+}
+
+async function cancelAndPublish(deps: GatewayDeps, tenantId: string, runId: string, request: CancelRequest) {
+  const result = await cancelRun(deps.db, tenantId, runId, request);
+  publishCancellations(deps, result.events, result.outcome === 'requested' ? [runId] : []);
+  return result;
+}
+
+/**
+ * Streams an existing run: `stream_mode` (query, repeatable), else the modes
+ * the run was created with; a run created with none streams Hangar's own
+ * channels (what `hangar run --follow` reads). `Last-Event-ID` resumes.
+ */
+async function joinStream(request: FastifyRequest, reply: FastifyReply, deps: GatewayDeps, run: Run) {
+  const query = request.query as Record<string, unknown>;
+  const asked =
+    query.stream_mode === undefined
+      ? undefined
+      : parseWith(StreamModeParam, query.stream_mode, 'stream_mode');
+  const { cancel_on_disconnect } = parseWith(JoinQuery, query, 'query');
+  const lastEventId = parseLastEventId(request.headers['last-event-id'] ?? query.last_event_id);
+  await streamRun(request, reply, deps, run, {
+    afterSeq: lastEventId ?? 0,
+    resumed: lastEventId !== undefined,
+    modes: asked ?? storedModes(run),
+    cancelOnDisconnect: isTrue(cancel_on_disconnect),
   });
 }
 
@@ -213,7 +430,8 @@ export function runResult(run: Run, values: Record<string, unknown>): unknown {
 /**
  * Follows the thread's log (bus + log, no polling loop) until the run's
  * terminal event, then answers `runResult`. A client that disconnects, or a
- * gateway shutdown, stops the wait; the run itself goes on.
+ * gateway shutdown, stops the wait; the run itself goes on unless
+ * `cancelOnDisconnect` (then a client that leaves cancels it).
  */
 async function waitForResult(
   request: FastifyRequest,
@@ -221,22 +439,13 @@ async function waitForResult(
   deps: GatewayDeps,
   run: Run,
   afterSeq: number,
+  cancelOnDisconnect = false,
 ): Promise<unknown> {
   let current: Run | null = run;
   if (!isTerminal(run.status)) {
-    const abort = new AbortController();
-    const onClose = () => abort.abort();
-    reply.raw.on('close', onClose);
-    deps.shutdown.addEventListener('abort', onClose);
-    try {
-      for await (const _event of runEvents(deps, run, afterSeq, abort.signal)) {
-        // Only the end matters: the follow returns after the run's terminal event.
-      }
-    } finally {
-      reply.raw.off('close', onClose);
-      deps.shutdown.removeEventListener('abort', onClose);
-    }
-    if (abort.signal.aborted) {
+    const ended = await waitForEnd(request, reply, deps, run, afterSeq);
+    if (!ended) {
+      if (cancelOnDisconnect && !deps.shutdown.aborted) await cancelForDisconnect(request, deps, run);
       request.log.info({ run_id: run.run_id }, 'wait ended before the run: client gone or shutdown');
       throw new HangarError('unavailable', `stopped waiting for run ${run.run_id}; it goes on`, {
         details: { run_id: run.run_id, thread_id: run.thread_id },
@@ -244,11 +453,52 @@ async function waitForResult(
     }
     current = await getRun(deps.db, run.tenant_id, run.run_id);
   }
-  if (current === null || !isTerminal(current.status)) {
+  if (current === null) {
+    // Rolled back (cancelled and deleted) while we waited.
+    return runResult({ ...run, status: 'cancelled', error: null }, {});
+  }
+  if (!isTerminal(current.status)) {
     throw new HangarError('internal', `run ${run.run_id} is not finished after its terminal event`);
   }
   const thread = await getThread(deps.db, run.tenant_id, run.thread_id);
   return runResult(current, thread?.values ?? {});
+}
+
+/** Holds the request until the run's terminal event; false if the client left or the gateway stops first. */
+async function waitForEnd(
+  _request: FastifyRequest,
+  reply: FastifyReply,
+  deps: GatewayDeps,
+  run: Run,
+  afterSeq: number,
+): Promise<boolean> {
+  const abort = new AbortController();
+  const onClose = () => abort.abort();
+  reply.raw.on('close', onClose);
+  deps.shutdown.addEventListener('abort', onClose);
+  try {
+    for await (const _event of runEvents(deps, run, afterSeq, abort.signal)) {
+      // Only the end matters: the follow returns after the run's terminal event.
+    }
+  } finally {
+    reply.raw.off('close', onClose);
+    deps.shutdown.removeEventListener('abort', onClose);
+  }
+  return !abort.signal.aborted;
+}
+
+/** `on_disconnect: cancel` / `cancel_on_disconnect=1`: the client that was following the run is gone. */
+async function cancelForDisconnect(request: FastifyRequest, deps: GatewayDeps, run: Run): Promise<void> {
+  try {
+    const result = await cancelAndPublish(deps, run.tenant_id, run.run_id, {
+      action: 'interrupt',
+      reason: 'client_disconnected',
+      by: principal(request, deps),
+    });
+    request.log.info({ run_id: run.run_id, outcome: result.outcome }, 'client disconnected; run cancelled');
+  } catch (err) {
+    request.log.warn({ err, run_id: run.run_id }, 'cancel on disconnect failed');
+  }
 }
 
 async function findRun(request: FastifyRequest, deps: GatewayDeps): Promise<Run> {
@@ -275,6 +525,8 @@ interface StreamOptions {
   resumed?: boolean;
   /** LangGraph stream modes; undefined streams the raw channels (`event:` = channel). */
   modes?: readonly StreamMode[];
+  /** A client that disconnects before the run's end cancels the run. */
+  cancelOnDisconnect?: boolean;
 }
 
 /**
@@ -302,6 +554,7 @@ async function streamRun(
     'content-location': runPath,
     ...(modes === undefined ? {} : { location: `${runPath}/stream` }),
   });
+  let ended = false;
   try {
     const mapper = modes === undefined ? undefined : new LangGraphMapper(modes, run);
     if (mapper !== undefined && options.resumed === true) {
@@ -321,11 +574,15 @@ async function streamRun(
       }
       if (abort.signal.aborted) break;
     }
+    ended = !abort.signal.aborted;
   } catch (err) {
     if (!abort.signal.aborted) request.log.error({ err, run_id: run.run_id }, 'run stream failed');
   } finally {
     deps.shutdown.removeEventListener('abort', onClose);
     sse.end();
+  }
+  if (!ended && options.cancelOnDisconnect === true && !deps.shutdown.aborted && abort.signal.aborted) {
+    await cancelForDisconnect(request, deps, run);
   }
 }
 
