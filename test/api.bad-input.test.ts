@@ -102,6 +102,25 @@ describe('run creation', () => {
     expect(notObject.message).toContain('invalid request');
   });
 
+  test('metadata, config and kwargs over 64 KiB are a 400 naming the field', async () => {
+    const big = { blob: 'x'.repeat(70 * 1024) };
+    for (const field of ['metadata', 'config', 'kwargs']) {
+      const body = await expectError(
+        api(server.url, 'POST', '/runs', { assistant_id: 'greeting', input: { name: 'Ada' }, [field]: big }),
+        400,
+        'invalid_request',
+      );
+      expect(body.message).toContain(field);
+      expect(body.message).toContain('64 KiB');
+    }
+    const thread = await expectError(
+      api(server.url, 'POST', '/threads', { metadata: big }),
+      400,
+      'invalid_request',
+    );
+    expect(thread.message).toContain('metadata');
+  });
+
   test('malformed JSON is a 400 invalid_json', async () => {
     await expectError(api(server.url, 'POST', '/runs', '{"assistant_id": "greeting",'), 400, 'invalid_json');
     await expectError(api(server.url, 'POST', '/threads', '{nope}'), 400, 'invalid_json');

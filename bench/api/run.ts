@@ -63,9 +63,10 @@ function startServer(
   mode: 'hangar' | 'peer',
   env: NodeJS.ProcessEnv,
 ): Promise<{ port: number; child: ChildProcess }> {
+  const profile = process.env.BENCH_API_PROFILE === '1' ? ['--cpu-prof', '--cpu-prof-dir=bench/results/profiles'] : [];
   const child = spawn(
     process.execPath,
-    ['--import', 'tsx', fileURLToPath(new URL('./server.ts', import.meta.url)), mode],
+    [...profile, '--import', 'tsx', fileURLToPath(new URL('./server.ts', import.meta.url)), mode],
     {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'inherit'],

@@ -15,6 +15,8 @@ import { openPostgres } from '../../packages/hangar/src/store/postgres.ts';
 import { testLogger } from '../../packages/hangar/src/testing/logger.ts';
 
 const mode = process.argv[2];
+// Exit on SIGTERM so `--cpu-prof` (BENCH_API_PROFILE=1) gets to write its profile.
+process.on('SIGTERM', () => process.exit(0));
 
 const bench = defineAgent({
   name: 'bench',

@@ -4,6 +4,17 @@ import { WebhookUrl } from '../webhooks/url.ts';
 export const Uuid = z.string().uuid();
 const JsonObject = z.record(z.string(), z.unknown());
 
+/** The largest `metadata`, `config` or `kwargs` object a request may carry, as JSON text (inputs and state values are bounded by the body limit only). */
+export const MAX_FIELD_JSON_BYTES = 64 * 1024;
+
+/** A JSON object of at most `MAX_FIELD_JSON_BYTES`: metadata is stored on every row and returned in every list. */
+const SmallJsonObject = JsonObject.refine(
+  (value) => Buffer.byteLength(JSON.stringify(value)) <= MAX_FIELD_JSON_BYTES,
+  {
+    message: `must be at most ${MAX_FIELD_JSON_BYTES / 1024} KiB as JSON`,
+  },
+);
+
 export const ThreadParams = z.object({ thread_id: Uuid });
 export const RunParams = z.object({ thread_id: Uuid, run_id: Uuid });
 
@@ -11,9 +22,9 @@ export const RunParams = z.object({ thread_id: Uuid, run_id: Uuid });
 export const RunCreateBody = z.looseObject({
   assistant_id: z.string().min(1).max(200),
   input: z.unknown().optional(),
-  metadata: JsonObject.optional(),
-  config: JsonObject.optional(),
-  kwargs: JsonObject.optional(),
+  metadata: SmallJsonObject.optional(),
+  config: SmallJsonObject.optional(),
+  kwargs: SmallJsonObject.optional(),
   run_id: Uuid.optional(),
   multitask_strategy: z.enum(['reject', 'interrupt', 'rollback', 'enqueue']).optional(),
   if_not_exists: z.enum(['create', 'reject']).optional(),
@@ -26,7 +37,7 @@ export const RunCreateBody = z.looseObject({
 
 export const ThreadCreateBody = z.looseObject({
   thread_id: Uuid.optional(),
-  metadata: JsonObject.optional(),
+  metadata: SmallJsonObject.optional(),
   if_exists: z.enum(['raise', 'do_nothing']).optional(),
 });
 
@@ -38,7 +49,7 @@ export const AssistantParams = z.object({ assistant_id: Uuid });
 export const AgentParams = z.object({ agent_id: Uuid });
 
 const SearchPage = {
-  metadata: JsonObject.optional(),
+  metadata: SmallJsonObject.optional(),
   limit: z.number().int().min(1).max(1000).default(10),
   offset: z.number().int().min(0).default(0),
 };
@@ -69,7 +80,7 @@ export const ThreadSearchBody = z.looseObject({
 });
 
 /** The LangGraph `PATCH /threads/{thread_id}` body (`ttl` is ignored). */
-export const ThreadPatchBody = z.looseObject({ metadata: JsonObject.default({}) });
+export const ThreadPatchBody = z.looseObject({ metadata: SmallJsonObject.default({}) });
 
 export const ThreadCheckpointParams = z.object({ thread_id: Uuid, checkpoint_id: Uuid });
 
@@ -92,7 +103,7 @@ export const ThreadHistoryBody = z.looseObject({
       const config = b as { checkpoint_id?: string; configurable?: { checkpoint_id: string } };
       return config.checkpoint_id ?? config.configurable?.checkpoint_id;
     }),
-  metadata: JsonObject.nullish().transform((m) => m ?? undefined),
+  metadata: SmallJsonObject.nullish().transform((m) => m ?? undefined),
 });
 
 /** The LangGraph `POST /threads/{thread_id}/state` body (`checkpoint`, `checkpoint_id` are ignored). */
