@@ -43,7 +43,7 @@ export class RunCreateBatcher {
     private readonly db: SqlClient,
     options: BatcherOptions = {},
   ) {
-    this.maxInFlight = options.maxInFlight ?? 2;
+    this.maxInFlight = options.maxInFlight ?? 4;
     this.maxBatch = options.maxBatch ?? 200;
   }
 
