@@ -40,6 +40,15 @@ const sleeper = defineAgent({
   },
 });
 
+/** A run that waits on an interrupt (human in the loop) for the whole suite. */
+const asker = defineAgent({
+  name: 'asker',
+  input: z.object({}),
+  async run(ctx) {
+    return ctx.interrupt({ question: MARKER });
+  },
+});
+
 /** The ids an attack uses: A's real ones, or ones that exist nowhere. */
 interface Ids {
   assistant: string;
@@ -50,6 +59,9 @@ interface Ids {
   checkpoint: string;
   namespace: string[];
   key: string;
+  /** A pending interrupt of A's (on `askThread`). */
+  interrupt: string;
+  askThread: string;
 }
 
 interface Attack {
@@ -165,6 +177,45 @@ const CASES: Case[] = [
     expect: 'list',
   },
   {
+    route: 'POST /threads/count',
+    attack: () => ({ method: 'POST', path: '/threads/count', body: { metadata: { owner: MARKER } } }),
+    expect: 'ghost',
+  },
+  {
+    route: 'POST /threads/prune',
+    attack: (i) => ({
+      method: 'POST',
+      path: '/threads/prune',
+      body: { thread_ids: [i.thread, i.liveThread] },
+    }),
+    expect: 'ghost',
+  },
+  {
+    route: 'POST /threads/prune',
+    attack: (i) => ({
+      method: 'POST',
+      path: '/threads/prune',
+      body: { thread_ids: [i.thread, i.liveThread], strategy: 'keep_latest' },
+    }),
+    expect: 'ghost',
+  },
+  {
+    route: 'POST /threads/:thread_id/state/checkpoint',
+    attack: (i) => ({
+      method: 'POST',
+      path: `/threads/${i.thread}/state/checkpoint`,
+      body: { checkpoint: { checkpoint_id: i.checkpoint } },
+    }),
+  },
+  {
+    route: 'PATCH /threads/:thread_id/state',
+    attack: (i) => ({
+      method: 'PATCH',
+      path: `/threads/${i.thread}/state`,
+      body: { metadata: { pwned: true } },
+    }),
+  },
+  {
     route: 'PATCH /threads/:thread_id',
     attack: (i) => ({ method: 'PATCH', path: `/threads/${i.thread}`, body: { metadata: { pwned: true } } }),
   },
@@ -231,6 +282,34 @@ const CASES: Case[] = [
   {
     route: 'GET /runs/:run_id/stream',
     attack: (i) => ({ method: 'GET', path: `/runs/${i.liveRun}/stream` }),
+  },
+
+  {
+    route: 'POST /threads/:thread_id/events',
+    attack: (i) => ({
+      method: 'POST',
+      path: `/threads/${i.askThread}/events`,
+      body: { name: 'payment', payload: { pwned: true } },
+    }),
+  },
+
+  // Approvals (interrupts).
+  {
+    route: 'GET /approvals',
+    attack: (i) => ({ method: 'GET', path: `/approvals?status=all&thread_id=${i.askThread}` }),
+    expect: 'list',
+  },
+  {
+    route: 'GET /approvals/:interrupt_id',
+    attack: (i) => ({ method: 'GET', path: `/approvals/${i.interrupt}` }),
+  },
+  {
+    route: 'POST /approvals/:interrupt_id',
+    attack: (i) => ({
+      method: 'POST',
+      path: `/approvals/${i.interrupt}`,
+      body: { decision: 'approve', data: { pwned: true } },
+    }),
   },
 
   // Store.
@@ -327,6 +406,7 @@ describe.each(STORE_KINDS)('tenant isolation (%s)', (kind) => {
   let apiUrl: string;
   let a: Client;
   let keyB = '';
+  let keyA = '';
   let ids: Ids;
   let before: unknown;
 
@@ -361,18 +441,22 @@ describe.each(STORE_KINDS)('tenant isolation (%s)', (kind) => {
     runs: await a.runs.list(ids.thread),
     liveRuns: await a.runs.list(ids.liveThread),
     item: await a.store.getItem(ids.namespace, ids.key),
+    askThread: await a.threads.get(ids.askThread),
+    approval: await (
+      await fetch(`${apiUrl}/approvals/${ids.interrupt}`, { headers: { 'x-api-key': keyA } })
+    ).json(),
     threads: await a.threads.search({ limit: 100 }),
   });
 
   beforeAll(async () => {
-    server = await startTestServer(kind, [notes, sleeper], {
+    server = await startTestServer(kind, [notes, sleeper, asker], {
       worker: { pollMs: 50 },
       gateway: { auth: 'keys', limits: { keyRequestsPerSecond: 0 } },
     });
     apiUrl = server.apiUrl;
     const db = server.store.db;
     const all = ['runs:read', 'runs:write', 'admin'] as const;
-    const keyA = (await createApiKey(db, { tenantId: 'tenant-a', name: 'a', scopes: [...all] })).key;
+    keyA = (await createApiKey(db, { tenantId: 'tenant-a', name: 'a', scopes: [...all] })).key;
     keyB = (await createApiKey(db, { tenantId: 'tenant-b', name: 'b', scopes: [...all] })).key;
     a = new Client({ apiUrl, apiKey: keyA, callerOptions: { maxRetries: 0 } });
 
@@ -396,7 +480,20 @@ describe.each(STORE_KINDS)('tenant isolation (%s)', (kind) => {
       await new Promise((r) => setTimeout(r, 50));
     }
     expect(await liveStatus()).toBe('waiting');
+    const askThread = await a.threads.create({ metadata: { owner: MARKER } });
+    const asking = await a.runs.create(askThread.thread_id, 'asker', { input: {} });
+    for (
+      let i = 0;
+      i < 200 && (await a.runs.get(askThread.thread_id, asking.run_id)).status !== 'interrupted';
+      i++
+    ) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const asked = (await a.threads.get(askThread.thread_id)).interrupts[asking.run_id]?.[0]?.id;
+    if (asked === undefined) throw new Error('the asker run did not interrupt');
     ids = {
+      interrupt: asked,
+      askThread: askThread.thread_id,
       assistant: assistant.assistant_id,
       thread: thread.thread_id,
       liveThread: liveThread.thread_id,
@@ -422,6 +519,8 @@ describe.each(STORE_KINDS)('tenant isolation (%s)', (kind) => {
     checkpoint: randomUUID(),
     namespace: ['mem', `ghost${randomBytes(4).toString('hex')}`],
     key: 'k1',
+    interrupt: randomUUID(),
+    askThread: randomUUID(),
   });
 
   it('has an isolation case for every route the gateway serves', () => {
@@ -450,7 +549,16 @@ describe.each(STORE_KINDS)('tenant isolation (%s)', (kind) => {
       const sent = JSON.stringify(attack);
       // Never A's data: no marker, and no id of A's that B did not send itself.
       expect(res.text).not.toContain(MARKER);
-      for (const id of [ids.assistant, ids.thread, ids.liveThread, ids.run, ids.liveRun, ids.checkpoint]) {
+      for (const id of [
+        ids.assistant,
+        ids.thread,
+        ids.liveThread,
+        ids.run,
+        ids.liveRun,
+        ids.checkpoint,
+        ids.interrupt,
+        ids.askThread,
+      ]) {
         if (!sent.includes(id)) expect(res.text, `leaks ${id}`).not.toContain(id);
       }
       expect(res.status, res.text).not.toBe(403);
@@ -481,6 +589,10 @@ describe.each(STORE_KINDS)('tenant isolation (%s)', (kind) => {
     await expect(b.runs.get(ids.thread, ids.run)).rejects.toMatchObject(notFound);
     await expect(b.runs.join(ids.liveThread, ids.liveRun)).rejects.toMatchObject(notFound);
     await expect(b.runs.cancel(ids.liveThread, ids.liveRun)).rejects.toMatchObject(notFound);
+    // LangGraph's resume of A's interrupted thread: as for a thread that exists nowhere.
+    await expect(
+      b.runs.create(ids.askThread, 'asker', { command: { resume: { pwned: true } } }),
+    ).rejects.toMatchObject(notFound);
     expect(await b.assistants.search({ metadata: { owner: MARKER } })).toEqual([]);
     expect(await b.threads.search({ metadata: { owner: MARKER } })).toEqual([]);
     // B's own item (the PUT case above) under the same namespace and key; never A's value.

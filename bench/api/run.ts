@@ -63,7 +63,8 @@ function startServer(
   mode: 'hangar' | 'peer',
   env: NodeJS.ProcessEnv,
 ): Promise<{ port: number; child: ChildProcess }> {
-  const profile = process.env.BENCH_API_PROFILE === '1' ? ['--cpu-prof', '--cpu-prof-dir=bench/results/profiles'] : [];
+  const profile =
+    process.env.BENCH_API_PROFILE === '1' ? ['--cpu-prof', '--cpu-prof-dir=bench/results/profiles'] : [];
   const child = spawn(
     process.execPath,
     [...profile, '--import', 'tsx', fileURLToPath(new URL('./server.ts', import.meta.url)), mode],

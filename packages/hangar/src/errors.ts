@@ -58,6 +58,10 @@ export const ERROR_CODES = {
     false,
     'The run was cancelled: by an API request, a multitask strategy or a client that disconnected.',
   ),
+  interrupt_expired: run(
+    false,
+    'A ctx.interrupt waited past its timeout without an answer and has no onTimeout default.',
+  ),
   lease_lost: run(
     true,
     'The worker lost its lease on the run; another worker owns it now (never stored on a run).',

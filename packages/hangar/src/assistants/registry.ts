@@ -23,9 +23,15 @@ export interface ResolvedAgent {
 /** The agents a process loaded, and the default assistant of each. */
 export class AgentRegistry {
   private readonly byAssistantId = new Map<string, Agent>();
+  /** Agent name → default assistant id (a SHA-1 each: computed once, read on every run create). */
+  private readonly defaultIds = new Map<string, string>();
 
   constructor(readonly agents: ReadonlyMap<string, Agent>) {
-    for (const agent of agents.values()) this.byAssistantId.set(uuidv5(agent.name), agent);
+    for (const agent of agents.values()) {
+      const id = uuidv5(agent.name);
+      this.byAssistantId.set(id, agent);
+      this.defaultIds.set(agent.name, id);
+    }
   }
 
   get names(): string[] {
@@ -33,7 +39,7 @@ export class AgentRegistry {
   }
 
   defaultAssistantId(agentName: string): string {
-    return uuidv5(agentName);
+    return this.defaultIds.get(agentName) ?? uuidv5(agentName);
   }
 
   /** The agent whose default assistant has this id, if it is one. */

@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../config/load.ts';
+import { APPROVALS_HELP, runApprovalsCommand } from './approvals.ts';
 import { KEYS_HELP, runKeysCommand } from './keys.ts';
 import { runClientCommand } from './run.ts';
 import { runServerCommand } from './serve.ts';
@@ -19,6 +20,7 @@ Usage:
       [--api-key <key>]   (or HANGAR_API_KEY; needed by a gateway that requires keys)
                   Submits a run to a server and prints it (with --follow, its events until it ends).
 ${KEYS_HELP}
+${APPROVALS_HELP}
 
 Environment: DATABASE_URL, HANGAR_SCHEMA, HANGAR_MODEL, HANGAR_LLM_BASE_URL, HANGAR_LLM_API_KEY,
 OPENAI_API_KEY, ANTHROPIC_API_KEY, HANGAR_LEASE_MS, HANGAR_WORKER_CONCURRENCY, HANGAR_IDEMPOTENCY_TTL_HOURS,
@@ -40,6 +42,10 @@ export async function main(argv: string[]): Promise<number> {
         return await runClientCommand(parseFlags(rest));
       case 'keys':
         return await runKeysCommand(parseFlags(rest));
+      case 'approvals':
+      case 'approve':
+      case 'reject':
+        return await runApprovalsCommand(command, parseFlags(rest));
       case undefined:
       case 'help':
       case '--help':
@@ -91,6 +97,10 @@ function parseFlags(args: string[]): Flags {
         scopes: { type: 'string' },
         'database-url': { type: 'string' },
         json: { type: 'boolean' },
+        status: { type: 'string' },
+        agent: { type: 'string' },
+        data: { type: 'string' },
+        comment: { type: 'string' },
       },
     });
     return { positionals, values };

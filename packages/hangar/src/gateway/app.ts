@@ -16,9 +16,12 @@ import { Authenticator, type AuthMode } from './auth.ts';
 import { rejectDeepBodies, sendError, toHangarError } from './errors.ts';
 import { Admission, type LimitSettings } from './limits.ts';
 import { registerOpenApiRoutes, trackRoutes } from './openapi.ts';
+import { registerApprovalRoutes } from './routes/approvals.ts';
 import { registerAssistantRoutes } from './routes/assistants.ts';
 import { registerRunRoutes } from './routes/runs.ts';
+import { registerSignalRoutes } from './routes/signals.ts';
 import { registerStoreRoutes } from './routes/store.ts';
+import { registerThreadOpsRoutes } from './routes/thread-ops.ts';
 import { registerThreadRoutes } from './routes/threads.ts';
 
 export interface GatewayOptions {
@@ -138,8 +141,11 @@ export function createGateway(options: GatewayOptions): {
   app.get('/info', async () => ({ version: '0.1.0', agents: options.registry.names }));
   registerRunRoutes(app, deps);
   registerThreadRoutes(app, deps);
+  registerThreadOpsRoutes(app, deps);
   registerAssistantRoutes(app, deps);
   registerStoreRoutes(app, deps);
+  registerApprovalRoutes(app, deps);
+  registerSignalRoutes(app, deps);
   registerOpenApiRoutes(app);
 
   return {

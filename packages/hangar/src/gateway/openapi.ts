@@ -139,6 +139,10 @@ export function openApiDocument(version = '0.1.0'): Json & { paths: Record<strin
       { name: 'assistants', description: 'LangGraph assistants (one per configured agent).' },
       { name: 'agents', description: 'Agent Protocol aliases of the assistants.' },
       { name: 'store', description: 'The long-term memory store: items by namespace and key.' },
+      {
+        name: 'approvals',
+        description: 'Human in the loop: the interrupts runs wait on, and their answers.',
+      },
       { name: 'meta', description: 'Liveness, version and this document.' },
     ],
     paths,

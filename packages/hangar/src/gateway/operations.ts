@@ -12,6 +12,8 @@ import {
 import type { ErrorCode } from '../errors.ts';
 import { StreamModeParam } from '../streaming/langgraph.ts';
 import { routeAccess } from './auth.ts';
+import { ApprovalAnswerBody, ApprovalListQuery, ApprovalParams } from './routes/approvals.ts';
+import { ThreadEventBody } from './routes/signals.ts';
 import {
   StoreDeleteBody,
   StoreGetQuery,
@@ -31,14 +33,19 @@ import {
   ListQuery,
   MAX_BATCH_RUNS,
   RunCreateBody,
+  RunListQuery,
   RunParams,
   StatelessRunParams,
   ThreadCheckpointParams,
+  ThreadCountBody,
   ThreadCreateBody,
   ThreadHistoryBody,
   ThreadParams,
   ThreadPatchBody,
+  ThreadPruneBody,
   ThreadSearchBody,
+  ThreadStateAtBody,
+  ThreadStatePatchBody,
   ThreadStateUpdateBody,
 } from './schemas.ts';
 
@@ -68,7 +75,7 @@ export interface Operation {
   errors?: readonly ErrorCode[];
 }
 
-export type Tag = 'runs' | 'threads' | 'assistants' | 'agents' | 'store' | 'meta';
+export type Tag = 'runs' | 'threads' | 'assistants' | 'agents' | 'store' | 'approvals' | 'meta';
 
 export interface Success {
   status: 200 | 202 | 204;
@@ -208,10 +215,10 @@ export const OPERATIONS: readonly Operation[] = [
     method: 'GET',
     path: '/threads/:thread_id/runs',
     operationId: 'listRuns',
-    summary: "The thread's runs, newest first",
+    summary: "The thread's runs, newest first (optionally of one status)",
     tag: 'runs',
     params: ThreadParams,
-    query: ListQuery,
+    query: RunListQuery,
     ok: { status: 200, description: 'The runs.', kind: 'json-array' },
   },
   {
@@ -329,6 +336,46 @@ export const OPERATIONS: readonly Operation[] = [
     tag: 'threads',
     body: { name: 'ThreadSearch', schema: ThreadSearchBody, required: false },
     ok: { status: 200, description: 'The threads.', kind: 'json-array' },
+  },
+  {
+    method: 'POST',
+    path: '/threads/count',
+    operationId: 'countThreads',
+    summary: 'How many threads match metadata, values, status',
+    tag: 'threads',
+    body: { name: 'ThreadCount', schema: ThreadCountBody, required: false },
+    ok: { status: 200, description: 'A bare integer.', kind: 'json' },
+  },
+  {
+    method: 'POST',
+    path: '/threads/prune',
+    operationId: 'pruneThreads',
+    summary: 'Delete threads (skipping busy ones), or keep only their latest checkpoint',
+    tag: 'threads',
+    body: { name: 'ThreadPrune', schema: ThreadPruneBody, required: true },
+    ok: { status: 200, description: '`{pruned_count}`.', kind: 'json-object' },
+  },
+  {
+    method: 'POST',
+    path: '/threads/:thread_id/state/checkpoint',
+    operationId: 'getThreadStateAtCheckpointObject',
+    summary: "The thread's state at the checkpoint named in the body",
+    tag: 'threads',
+    params: ThreadParams,
+    body: { name: 'ThreadStateAt', schema: ThreadStateAtBody, required: true },
+    ok: { status: 200, description: 'A ThreadState.', kind: 'json-object' },
+    errors: ['not_found'],
+  },
+  {
+    method: 'PATCH',
+    path: '/threads/:thread_id/state',
+    operationId: 'patchThreadState',
+    summary: "Merge metadata into the thread's latest checkpoint",
+    tag: 'threads',
+    params: ThreadParams,
+    body: { name: 'ThreadStatePatch', schema: ThreadStatePatchBody, required: true },
+    ok: { status: 204, description: 'Patched.', kind: 'none' },
+    errors: ['not_found'],
   },
   {
     method: 'GET',
@@ -622,6 +669,52 @@ export const OPERATIONS: readonly Operation[] = [
     tag: 'store',
     body: { name: 'StoreNamespaces', schema: StoreNamespacesBody, required: false },
     ok: { status: 200, description: '`{namespaces}`.', kind: 'json-object' },
+  },
+  // Approvals (human in the loop: ctx.interrupt).
+  {
+    method: 'GET',
+    path: '/approvals',
+    operationId: 'listApprovals',
+    summary: "The tenant's interrupts (default: pending), by agent, thread or run; oldest pending first",
+    tag: 'approvals',
+    query: ApprovalListQuery,
+    ok: { status: 200, description: 'The approvals (interrupts).', kind: 'json-array' },
+  },
+  {
+    method: 'GET',
+    path: '/approvals/:interrupt_id',
+    operationId: 'getApproval',
+    summary: 'One interrupt: its payload, status and answer (who answered and when)',
+    tag: 'approvals',
+    params: ApprovalParams,
+    ok: { status: 200, description: 'The approval.', kind: 'json-object' },
+    errors: ['not_found'],
+  },
+  {
+    method: 'POST',
+    path: '/approvals/:interrupt_id',
+    operationId: 'answerApproval',
+    summary: 'Answer an interrupt exactly once ({decision, data, comment}); the run resumes on any worker',
+    tag: 'approvals',
+    params: ApprovalParams,
+    body: { name: 'ApprovalAnswer', schema: ApprovalAnswerBody, required: true },
+    ok: { status: 200, description: 'The answered approval.', kind: 'json-object' },
+    errors: ['not_found', 'conflict'],
+  },
+  {
+    method: 'POST',
+    path: '/threads/:thread_id/events',
+    operationId: 'sendThreadEvent',
+    summary: 'Deliver an event for ctx.waitForEvent: resumes a waiting run, or is kept until a wait matches',
+    tag: 'threads',
+    params: ThreadParams,
+    body: { name: 'ThreadEvent', schema: ThreadEventBody, required: true },
+    ok: {
+      status: 200,
+      description: '`{signal_id, consumed_by}`: the run that consumed it now, or null.',
+      kind: 'json-object',
+    },
+    errors: ['not_found'],
   },
   // Meta.
   {

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { RUN_STATUSES } from '../runs/status.ts';
 import { WebhookUrl } from '../webhooks/url.ts';
 
 export const Uuid = z.string().uuid();
@@ -144,3 +145,31 @@ export const StatelessRunParams = z.object({ run_id: Uuid });
 /** Most runs one `POST /runs/batch` creates. */
 export const MAX_BATCH_RUNS = 100;
 export const RunBatchBody = z.array(z.unknown()).min(1).max(MAX_BATCH_RUNS);
+
+/** `GET /threads/{thread_id}/runs` query (`select` is ignored). */
+export const RunListQuery = z.looseObject({
+  limit: z.coerce.number().int().min(1).max(1000).default(10),
+  offset: z.coerce.number().int().min(0).default(0),
+  status: z.enum(RUN_STATUSES).optional(),
+});
+
+/** `POST /threads/count`: the filters of thread search. */
+export const ThreadCountBody = z.looseObject({
+  metadata: SmallJsonObject.optional(),
+  values: JsonObject.optional(),
+  status: z.enum(['idle', 'busy', 'interrupted', 'error']).optional(),
+});
+
+/** `POST /threads/prune`. */
+export const ThreadPruneBody = z.looseObject({
+  thread_ids: z.array(Uuid).min(1).max(1000),
+  strategy: z.enum(['delete', 'keep_latest']).default('delete'),
+});
+
+/** `PATCH /threads/{thread_id}/state`: metadata merged into the latest checkpoint's. */
+export const ThreadStatePatchBody = z.looseObject({ metadata: SmallJsonObject });
+
+/** `POST /threads/{thread_id}/state/checkpoint` (`subgraphs`, `select` are ignored). */
+export const ThreadStateAtBody = z.looseObject({
+  checkpoint: z.looseObject({ checkpoint_id: Uuid }),
+});

@@ -18,7 +18,19 @@ export interface CheckpointWrite {
     | { status: 'success'; output: unknown }
     | { status: 'error'; error: RunErrorRecord }
     | { status: 'cancelled'; error: RunErrorRecord }
-    | { status: 'waiting'; until: Date };
+    | { status: 'waiting'; until: Date | null }
+    | { status: 'interrupted'; interrupt: InterruptWrite };
+}
+
+/** The interrupt row an `interrupted` ending inserts (the run waits for its answer). */
+export interface InterruptWrite {
+  id: string;
+  stepIndex: number;
+  agent: string;
+  payload: unknown;
+  expiresAt?: Date;
+  /** `{ resume }`: the answer an expired interrupt resumes with; absent: it fails with `interrupt_expired`. */
+  onTimeout?: { resume: unknown };
 }
 
 /**
@@ -40,6 +52,11 @@ export interface CheckpointWrite {
  * and then hands it to the thread's oldest queued run. A run cancelled before
  * it ever started did not hold its thread and hands over nothing, unless the
  * thread is free (it was next in line).
+ *
+ * Human in the loop (hitl/): an `interrupted` ending keeps the thread (its
+ * status becomes `interrupted`) and inserts the interrupt row the fence
+ * returns (`interrupt`, null in every other form); a cancellation marks the
+ * run's pending interrupts `cancelled`, so a late answer finds them closed.
  */
 function checkpointSql(fence: string): string {
   return `
@@ -63,7 +80,8 @@ WITH fence AS (${fence}), step AS (
     "values" = CASE WHEN f.cancel_action = 'rollback' THEN COALESCE(f.base_values, t."values")
       ELSE COALESCE($6::jsonb, t."values") END,
     status = CASE WHEN $4::text IN ('success', 'error', 'cancelled') AND t.active_run_id = $1
-      THEN (CASE WHEN $4::text = 'error' THEN 'error' ELSE 'idle' END) ELSE t.status END,
+      THEN (CASE WHEN $4::text = 'error' THEN 'error' ELSE 'idle' END)
+      WHEN $4::text = 'interrupted' AND t.active_run_id = $1 THEN 'interrupted' ELSE t.status END,
     active_run_id = CASE WHEN $4::text IN ('success', 'error', 'cancelled') AND t.active_run_id = $1
       THEN NULL ELSE t.active_run_id END,
     updated_at = now()
@@ -90,6 +108,18 @@ WITH fence AS (${fence}), step AS (
       AND COALESCE((SELECT h.active_run_id FROM threads h WHERE h.thread_id = f.thread_id), $1) = $1
     ORDER BY o.created_at, o.run_id LIMIT 1)
   RETURNING q.run_id
+), interrupt AS (
+  INSERT INTO interrupts (interrupt_id, tenant_id, run_id, thread_id, step_index, agent, payload, expires_at,
+    on_timeout)
+  SELECT i.interrupt_id, f.tenant_id, $1, f.thread_id, i.step_index, i.agent, i.payload, i.expires_at, i.on_timeout
+  FROM fence f, jsonb_to_record(f.interrupt) AS i(interrupt_id uuid, step_index integer, agent text, payload jsonb,
+    expires_at timestamptz, on_timeout jsonb)
+  WHERE f.interrupt IS NOT NULL
+  RETURNING interrupt_id
+), closed AS (
+  UPDATE interrupts i SET status = 'cancelled', answered_at = now()
+  FROM fence f WHERE $4::text = 'cancelled' AND i.run_id = $1 AND i.status = 'pending'
+  RETURNING i.interrupt_id
 ), logged AS (
   INSERT INTO events (thread_id, seq, event_id, tenant_id, run_id, attempt, ts, channel, namespace, data, op_key)
   SELECT c.thread_id, c.last_seq - (SELECT count(*) FROM fresh) + f.n, f.event_id, c.tenant_id, $1, $3,
@@ -107,32 +137,37 @@ SELECT (SELECT count(*) FROM fence)::int AS fenced, (SELECT count(*) FROM releas
  * it, so no new row version and no index entries. Heartbeats extend the lease.
  */
 const CHECKPOINT_SQL = checkpointSql(`
-  SELECT thread_id, tenant_id, NULL::text AS cancel_action, NULL::jsonb AS base_values FROM runs
+  SELECT thread_id, tenant_id, NULL::text AS cancel_action, NULL::jsonb AS base_values, NULL::jsonb AS interrupt
+  FROM runs
   WHERE run_id = $1 AND lease_epoch = $2 AND status = 'running' AND $4::text IS NULL
   FOR SHARE`);
 
 /**
  * A write that ends the run ($4 success | error | cancelled, with $9 output or
- * $10 error) or suspends it ($4 waiting until $11): the status change is the
- * fence. A wake-up is not a new attempt, so suspending gives the attempt back.
- * A run asked to cancel while it was suspending wakes at once, so a worker
- * claims it and ends it as cancelled instead of it sleeping first.
+ * $10 error) or suspends it ($4 waiting until $11 — null: until a signal
+ * wakes it, see hitl/signals.ts — or interrupted until the
+ * interrupt $12 is answered): the status change is the fence. A wake-up is not
+ * a new attempt, so suspending gives the attempt back. A run asked to cancel
+ * while it was suspending wakes at once (an interrupted one goes back to
+ * pending), so a worker claims it and ends it as cancelled instead of it
+ * sleeping or waiting for an answer first.
  */
 const ENDING_CHECKPOINT_SQL = checkpointSql(`
   UPDATE runs SET
-    status = $4::text,
+    status = CASE WHEN $4::text = 'interrupted' AND cancel_requested_at IS NOT NULL THEN 'pending'
+      ELSE $4::text END,
     output = CASE WHEN $4::text = 'success' THEN $9::jsonb ELSE output END,
     error = CASE WHEN $4::text IN ('error', 'cancelled') THEN $10::jsonb ELSE error END,
     lease_owner = NULL,
     lease_expires_at = NULL,
-    available_at = CASE WHEN $4::text <> 'waiting' THEN available_at
-      WHEN cancel_requested_at IS NULL THEN $11::timestamptz ELSE now() END,
-    attempt = CASE WHEN $4::text = 'waiting' THEN attempt - 1 ELSE attempt END,
+    available_at = CASE WHEN $4::text NOT IN ('waiting', 'interrupted') THEN available_at
+      WHEN cancel_requested_at IS NULL THEN COALESCE($11::timestamptz, 'infinity') ELSE now() END,
+    attempt = CASE WHEN $4::text IN ('waiting', 'interrupted') THEN attempt - 1 ELSE attempt END,
     finished_at = CASE WHEN $4::text IN ('success', 'error', 'cancelled') THEN now() ELSE finished_at END,
     updated_at = now()
   WHERE run_id = $1 AND lease_epoch = $2 AND status = 'running'
   RETURNING thread_id, tenant_id, CASE WHEN $4::text = 'cancelled' THEN cancel_action END AS cancel_action,
-    base_values`);
+    base_values, $12::jsonb AS interrupt`);
 
 /**
  * Cancels a run no live worker holds — pending, waiting, interrupted, or
@@ -155,7 +190,19 @@ const CANCEL_UNHELD_SQL = checkpointSql(`
     updated_at = now()
   WHERE run_id = $1 AND tenant_id = $2::text AND $4::text = 'cancelled'
     AND (status IN ('pending', 'waiting', 'interrupted') OR (status = 'running' AND lease_expires_at < now()))
-  RETURNING thread_id, tenant_id, cancel_action, base_values`);
+  RETURNING thread_id, tenant_id, cancel_action, base_values, NULL::jsonb AS interrupt`);
+
+/** The interrupt as the ending statement takes it ($12). */
+function interruptRow(interrupt: InterruptWrite) {
+  return {
+    interrupt_id: interrupt.id,
+    step_index: interrupt.stepIndex,
+    agent: interrupt.agent,
+    payload: interrupt.payload ?? null,
+    expires_at: interrupt.expiresAt?.toISOString() ?? null,
+    on_timeout: interrupt.onTimeout === undefined ? null : { resume: interrupt.onTimeout.resume ?? null },
+  };
+}
 
 /** Events as the statements take them ($7), numbered in order. */
 function eventRows(events: readonly PendingEvent[]) {
@@ -241,7 +288,8 @@ export async function writeCheckpoint(
           ...shared,
           end.status === 'success' ? json(end.output ?? null) : null,
           end.status === 'error' || end.status === 'cancelled' ? json(end.error) : null,
-          end.status === 'waiting' ? end.until.toISOString() : null,
+          end.status === 'waiting' ? (end.until?.toISOString() ?? null) : null,
+          end.status === 'interrupted' ? json(interruptRow(end.interrupt)) : null,
         ]);
   const row = res.rows[0];
   if (row === undefined || Number(row.fenced) === 0) {

@@ -48,6 +48,30 @@ export interface LlmClient {
   generate(name: string, request: LlmRequest): Promise<LlmResult>;
 }
 
+/** How long an interrupt waits, and what happens when nobody answers in time. */
+export interface InterruptOptions<T = unknown> {
+  /** After this long without an answer the interrupt expires (durably: a sweep on any worker). */
+  timeout?: Duration;
+  /**
+   * What an expired interrupt does: `{ resume: value }` resumes the run with
+   * `value` as the answer; `'error'` (the default) makes `ctx.interrupt` throw
+   * a `HangarError` with code `interrupt_expired` (uncaught, the run ends in
+   * error with that code).
+   */
+  onTimeout?: { resume: T } | 'error';
+}
+
+/** What `ctx.waitForEvent` waits for, and how long. */
+export interface WaitForEventOptions {
+  /**
+   * Only an event whose payload contains this JSON (Postgres `@>`: every
+   * field given, with the same value) matches. Without it, any event of the name.
+   */
+  match?: Record<string, unknown>;
+  /** After this long without a matching event, `waitForEvent` returns `null`. */
+  timeout?: Duration;
+}
+
 /**
  * The run context an agent's `run(ctx, input)` receives.
  *
@@ -85,4 +109,37 @@ export interface RunContext {
   emit(channel: string, data: unknown): Promise<void>;
   /** Sleeps durably: the worker is freed and the run resumes on any worker when the time is up. */
   sleep(duration: Duration): Promise<void>;
+  /**
+   * Asks a human (or any client) for input: the run checkpoints as
+   * `interrupted`, emits `input.requested` with the interrupt's id and
+   * `payload`, and frees the worker. When the interrupt is answered (exactly
+   * once: `POST /approvals/{id}`, or LangGraph's `command: { resume }` on a run
+   * create) the run resumes on any worker and this call returns the answer:
+   * the `resume` value as sent, or `{ decision, data, comment }` for an
+   * approval. Like a step, it is a durable operation: code before it runs
+   * again on resume, completed steps do not.
+   *
+   * @example
+   * const answer = await ctx.interrupt<{ decision: string }>(
+   *   { question: 'Refund $120 to order 1234?' },
+   *   { timeout: '24h', onTimeout: { resume: { decision: 'reject' } } },
+   * );
+   * if (answer.decision === 'approve') await ctx.step('refund', () => refund(1234));
+   */
+  interrupt<T = unknown>(payload: unknown, options?: InterruptOptions<T>): Promise<T>;
+  /**
+   * Waits durably for an external event on the run's thread
+   * (`POST /threads/{thread_id}/events` with `{ name, payload }`) and returns
+   * its payload, or `null` after `timeout`. The worker is freed while it
+   * waits. Events are kept until consumed: one sent before the run reaches
+   * this call is matched when it does. Each event is consumed once.
+   *
+   * @example
+   * const paid = await ctx.waitForEvent<{ order: string; amount: number }>('payment.settled', {
+   *   match: { order: input.orderId },
+   *   timeout: '2h',
+   * });
+   * if (paid === null) return { status: 'unpaid' };
+   */
+  waitForEvent<T = unknown>(name: string, options?: WaitForEventOptions): Promise<T | null>;
 }

@@ -7,7 +7,7 @@ export interface StepRecord {
   index: number;
   name: string;
   kind: StepKind;
-  status: 'completed' | 'failed' | 'sleeping';
+  status: 'completed' | 'failed' | 'sleeping' | 'interrupted';
   result: unknown;
   attempt: number;
   usage: Record<string, unknown> | null;

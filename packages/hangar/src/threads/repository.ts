@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { HangarError } from '../errors.ts';
+import { THREAD_INTERRUPTS_SQL } from '../hitl/repository.ts';
 import { iso, json, type Queryable, type SqlClient } from '../store/sql.ts';
 
 export type ThreadStatus = 'idle' | 'busy' | 'interrupted' | 'error';
@@ -10,18 +11,20 @@ export interface Thread {
   status: ThreadStatus;
   metadata: Record<string, unknown>;
   values: Record<string, unknown>;
-  /** Pending interrupts by task; Hangar reports interrupts on runs, so always `{}`. */
-  interrupts: Record<string, never>;
+  /** Pending interrupts by task (here: by run id), as `[{ id, value }]` (`ctx.interrupt`'s id and payload). */
+  interrupts: Record<string, Array<{ id: string; value: unknown }>>;
   created_at: string;
   updated_at: string;
 }
 
-type ThreadRow = Omit<Thread, 'created_at' | 'updated_at' | 'interrupts'> & {
+type ThreadRow = Omit<Thread, 'created_at' | 'updated_at'> & {
   created_at: Date;
   updated_at: Date;
 };
 
-const THREAD_COLUMNS = 'thread_id, status, metadata, "values", created_at, updated_at';
+// Pending interrupts by run (hitl/): LangGraph's `Thread.interrupts`.
+const THREAD_COLUMNS = `thread_id, status, metadata, "values", created_at, updated_at,
+  ${THREAD_INTERRUPTS_SQL} AS interrupts`;
 
 function toThread(row: ThreadRow): Thread {
   return {
@@ -29,7 +32,7 @@ function toThread(row: ThreadRow): Thread {
     status: row.status,
     metadata: row.metadata,
     values: row.values,
-    interrupts: {},
+    interrupts: row.interrupts ?? {},
     created_at: iso(row.created_at) ?? '',
     updated_at: iso(row.updated_at) ?? '',
   };
@@ -236,7 +239,7 @@ async function lockIdleThread(tx: Queryable, tenantId: string, threadId: string,
   ]);
   if (thread.rowCount === 0) throw notFound(threadId);
   const active = await tx.query<{ run_id: string; status: string }>(
-    `SELECT run_id, status FROM runs WHERE thread_id = $1 AND status IN ('pending', 'running', 'waiting')
+    `SELECT run_id, status FROM runs WHERE thread_id = $1 AND status IN ('pending', 'running', 'waiting', 'interrupted')
      ORDER BY created_at LIMIT 1`,
     [threadId],
   );

@@ -1,9 +1,18 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { HangarError } from '../errors.ts';
 import { CHANNEL_PATTERN, type PendingEvent } from '../events/envelope.ts';
 import type { Lease } from '../runs/types.ts';
-import type { LlmClient, RunContext, StepContext, StepOptions, ThreadState } from '../sdk/context.ts';
+import type {
+  InterruptOptions,
+  LlmClient,
+  RunContext,
+  StepContext,
+  StepOptions,
+  ThreadState,
+  WaitForEventOptions,
+} from '../sdk/context.ts';
 import {
   type LlmRequest,
   type LlmResult,
@@ -18,15 +27,25 @@ import type { CommitRequest, RunCommitter } from './committer.ts';
 
 /**
  * Thrown through the agent's code when the run suspends itself (a durable
- * sleep): the attempt ends here and the run continues later on any worker.
- * Agent code that catches it can't keep going: every later ctx call rethrows.
+ * sleep until `until`, or an interrupt until it is answered: `until` null):
+ * the attempt ends here and the run continues later on any worker. Agent code
+ * that catches it can't keep going: every later ctx call rethrows.
  */
 export class SuspendSignal extends Error {
   override readonly name = 'SuspendSignal';
-  constructor(readonly until: Date) {
-    super(`run suspended until ${until.toISOString()}`);
+  constructor(
+    readonly until: Date | null,
+    readonly interruptId?: string,
+  ) {
+    super(until === null ? `run interrupted (${interruptId})` : `run suspended until ${until.toISOString()}`);
   }
 }
+
+/**
+ * How an attempt suspended itself: a sleep until a time, an interrupt until
+ * its answer, or a wait for an event (until a time, or null: only the event).
+ */
+export type Suspension = { until: Date } | { interruptId: string } | { event: string; until: Date | null };
 
 const currentStep = new AsyncLocalStorage<{ name: string }>();
 
@@ -60,7 +79,7 @@ export class WorkerRunContext implements RunContext {
   private emitsSinceOp = 0;
   private values: Record<string, unknown>;
   private valuesDirty = false;
-  private suspendedUntil: Date | undefined;
+  private suspension: Suspension | undefined;
   /**
    * By operation index, not array position: steps run in parallel complete out of order, so
    * the history of an interrupted attempt can have gaps (step #1 recorded, #0 still running).
@@ -85,8 +104,8 @@ export class WorkerRunContext implements RunContext {
   }
 
   /** Set when the run suspended itself during this attempt. */
-  get suspended(): Date | undefined {
-    return this.suspendedUntil;
+  get suspended(): Suspension | undefined {
+    return this.suspension;
   }
 
   /** How many durable operations the code reached (for the determinism check at the end). */
@@ -199,8 +218,148 @@ export class WorkerRunContext implements RunContext {
       ],
       { status: 'waiting', until: wakeAt },
     );
-    this.suspendedUntil = wakeAt;
+    this.suspension = { until: wakeAt };
     throw new SuspendSignal(wakeAt);
+  }
+
+  async waitForEvent<T = unknown>(name: string, options: WaitForEventOptions = {}): Promise<T | null> {
+    const timeoutMs =
+      options.timeout === undefined ? undefined : toMs(options.timeout, 'ctx.waitForEvent timeout');
+    const match = options.match;
+    if (match !== undefined && (typeof match !== 'object' || match === null || Array.isArray(match))) {
+      throw new HangarError('invalid_agent_call', 'ctx.waitForEvent: match must be a plain object');
+    }
+    const { index, record } = this.claim(name, 'wait_event');
+    if (record?.status === 'completed') return ((record.result as Stored).v ?? null) as T | null;
+    const startedAt = new Date();
+    // A wait resumed before its event (a hand-back) keeps its deadline.
+    const wakeAt = record?.wakeAt ?? (timeoutMs === undefined ? undefined : new Date(Date.now() + timeoutMs));
+    if (wakeAt !== undefined && wakeAt.getTime() <= Date.now()) {
+      // Timed out: claims and signal matches both lock the run, so no event can complete it now.
+      await this.checkpoint({
+        index,
+        name,
+        kind: 'wait_event',
+        status: 'completed',
+        result: { v: null },
+        attempt: this.attempt,
+        startedAt,
+        wakeAt,
+      });
+      return null;
+    }
+    const wait = { name, match: jsonRoundTrip('ctx.waitForEvent match was given', match) ?? null };
+    await this.checkpoint(
+      {
+        index,
+        name,
+        kind: 'wait_event',
+        status: 'sleeping',
+        // What hitl/signals.ts matches events against.
+        result: { wait } as Stored,
+        attempt: this.attempt,
+        startedAt,
+        ...(wakeAt === undefined ? {} : { wakeAt }),
+      },
+      [
+        {
+          channel: 'lifecycle',
+          data: {
+            event: 'run.waiting',
+            status: 'waiting',
+            for_event: name,
+            ...(wakeAt === undefined ? {} : { until: wakeAt.toISOString() }),
+          },
+        },
+      ],
+      { status: 'waiting', until: wakeAt ?? null },
+    );
+    this.suspension = { event: name, until: wakeAt ?? null };
+    throw new SuspendSignal(wakeAt ?? null);
+  }
+
+  async interrupt<T = unknown>(payload: unknown, options: InterruptOptions<T> = {}): Promise<T> {
+    const timeoutMs =
+      options.timeout === undefined ? undefined : toMs(options.timeout, 'ctx.interrupt timeout');
+    const onTimeout = options.onTimeout ?? 'error';
+    if (
+      onTimeout !== 'error' &&
+      (typeof onTimeout !== 'object' || onTimeout === null || !('resume' in onTimeout))
+    ) {
+      throw new HangarError(
+        'invalid_agent_call',
+        "ctx.interrupt: onTimeout must be { resume: value } or 'error'",
+      );
+    }
+    const { index, record } = this.claim('interrupt', 'interrupt');
+    // Answered (or expired into its default): the answer is the step's recorded result.
+    if (record?.status === 'completed') return (record.result as Stored).v as T;
+    if (record?.status === 'failed') {
+      const expired = (record.result as { expired?: { interrupt_id?: string; expires_at?: string } } | null)
+        ?.expired;
+      throw new HangarError(
+        'interrupt_expired',
+        `interrupt #${index} expired at ${expired?.expires_at ?? 'its timeout'} without an answer`,
+        {
+          details: {
+            step_index: index,
+            interrupt_id: expired?.interrupt_id,
+            expires_at: expired?.expires_at,
+          },
+        },
+      );
+    }
+    if (record !== undefined) {
+      // A run is only claimable again once its interrupt is resolved (hitl/repository.ts): a bug.
+      throw new HangarError('internal', `interrupt #${index} is still pending but the run was resumed`, {
+        details: { step_index: index },
+      });
+    }
+    const value = jsonRoundTrip('ctx.interrupt was given', payload) ?? null;
+    const fallback =
+      onTimeout === 'error'
+        ? undefined
+        : { resume: jsonRoundTrip('ctx.interrupt onTimeout was given', onTimeout.resume) ?? null };
+    const id = randomUUID();
+    const expiresAt = timeoutMs === undefined ? undefined : new Date(Date.now() + timeoutMs);
+    const interrupt = { id, value };
+    await this.checkpoint(
+      {
+        index,
+        name: 'interrupt',
+        kind: 'interrupt',
+        status: 'interrupted',
+        attempt: this.attempt,
+        startedAt: new Date(),
+      },
+      [
+        // LangGraph's shape (`updates` with `__interrupt__`), then the Agent Protocol's request.
+        { channel: 'updates', data: { __interrupt__: [interrupt] } },
+        {
+          channel: 'input',
+          data: {
+            event: 'input.requested',
+            interruptId: id,
+            payload: value,
+            ...(expiresAt === undefined ? {} : { expires_at: expiresAt.toISOString() }),
+          },
+        },
+        { channel: 'lifecycle', data: { event: 'run.interrupted', status: 'interrupted', interrupt_id: id } },
+      ],
+      {
+        status: 'interrupted',
+        interrupt: {
+          id,
+          stepIndex: index,
+          agent: this.agent,
+          payload: value,
+          ...(expiresAt === undefined ? {} : { expiresAt }),
+          ...(fallback === undefined ? {} : { onTimeout: fallback }),
+        },
+      },
+    );
+    this.suspension = { interruptId: id };
+    throw new SuspendSignal(null, id);
   }
 
   private async generate(name: string, request: LlmRequest): Promise<LlmResult> {
@@ -320,6 +479,8 @@ export class WorkerRunContext implements RunContext {
   }
 
   private throwIfSuspended(): void {
-    if (this.suspendedUntil !== undefined) throw new SuspendSignal(this.suspendedUntil);
+    const s = this.suspension;
+    if (s === undefined) return;
+    throw 'interruptId' in s ? new SuspendSignal(null, s.interruptId) : new SuspendSignal(s.until);
   }
 }

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { Bus } from '../bus/bus.ts';
 import { HangarError, isHangarError, toRunError } from '../errors.ts';
 import type { LifecycleData } from '../events/envelope.ts';
+import { matchSignals } from '../hitl/signals.ts';
 import { type CancelRequest, cancelledError, cancelledEvent, deleteRolledBack } from '../runs/cancel.ts';
 import { renewLease } from '../runs/repository.ts';
 import type { ClaimedRun } from '../runs/types.ts';
@@ -45,6 +46,8 @@ class CancelSignal extends Error {
 export type ExecuteOutcome =
   | { kind: 'finished'; status: 'success' | 'error' | 'cancelled' }
   | { kind: 'suspended'; until: Date }
+  | { kind: 'interrupted'; interruptId: string }
+  | { kind: 'awaiting'; event: string }
   | { kind: 'lost' }
   | { kind: 'abandoned'; error: unknown };
 
@@ -160,7 +163,7 @@ export async function executeRun(
       const running = agent.run(ctx, parsed.data);
       running.catch(() => {}); // After a cancel nobody awaits it; its writes are fenced.
       output = await Promise.race([running, cancelled]);
-      if (ctx.suspended !== undefined) throw new SuspendSignal(ctx.suspended);
+      if (ctx.suspended !== undefined) throw new SuspendSignal(null);
       if (agent.output !== undefined) {
         const checked = agent.output.safeParse(output);
         if (!checked.success) {
@@ -192,10 +195,30 @@ export async function executeRun(
         if (committer.failed !== undefined) throw committer.failed;
         return await endCancelled(deps, committer, run.run_id, cancel, log);
       }
-      if (err instanceof SuspendSignal || ctx.suspended !== undefined) {
-        const until = ctx.suspended ?? (err as SuspendSignal).until;
-        log.info({ until: until.toISOString() }, 'run suspended');
-        return { kind: 'suspended', until };
+      // The suspension the context recorded, not the signal: agent code may have caught that one.
+      const suspension = ctx.suspended;
+      if (suspension !== undefined) {
+        if ('interruptId' in suspension) {
+          log.info({ interrupt_id: suspension.interruptId }, 'run interrupted; waiting for an answer');
+          return { kind: 'interrupted', interruptId: suspension.interruptId };
+        }
+        if ('event' in suspension) {
+          // An event sent while the wait was being registered is matched now (hitl/signals.ts).
+          // Failing that, every worker's sweep matches it within a sweep interval.
+          const matched = await matchSignals(deps.db, run.thread_id).catch((err: unknown) => {
+            log.warn({ err }, 'matching events after a wait failed; the sweep will');
+            return [];
+          });
+          if (matched.length > 0) deps.bus.notifyWork();
+          log.info(
+            { event: suspension.event, until: suspension.until?.toISOString() },
+            'run waits for an event',
+          );
+          if (suspension.until === null) return { kind: 'awaiting', event: suspension.event };
+          return { kind: 'suspended', until: suspension.until };
+        }
+        log.info({ until: suspension.until.toISOString() }, 'run suspended');
+        return { kind: 'suspended', until: suspension.until };
       }
       if (lost || isHangarError(err, 'lease_lost')) throw err;
       if (committer.failed !== undefined) throw committer.failed;

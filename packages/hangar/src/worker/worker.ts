@@ -2,6 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { Bus, Unsubscribe } from '../bus/bus.ts';
+import { expireInterrupts } from '../hitl/repository.ts';
+import { matchSignals } from '../hitl/signals.ts';
 import { claimRuns, releaseRun, requeueExpiredLeases } from '../runs/repository.ts';
 import type { ClaimedRun } from '../runs/types.ts';
 import type { Agent } from '../sdk/agent.ts';
@@ -166,6 +168,26 @@ export class Worker {
       }
     } catch (err) {
       this.options.logger.warn({ err }, 'lease sweep failed');
+    }
+    try {
+      // Interrupts past their timeout: durable (a row's expires_at), and each expires exactly once.
+      const resumed = await expireInterrupts(this.options.db);
+      if (resumed.length > 0) {
+        this.options.logger.info({ run_ids: resumed }, 'expired interrupts; runs resume');
+        this.options.bus.notifyWork();
+        this.wake();
+      }
+    } catch (err) {
+      this.options.logger.warn({ err }, 'interrupt expiry sweep failed');
+    }
+    try {
+      // Events that arrived while their wait was being registered, if neither side matched them.
+      if ((await matchSignals(this.options.db, null)).length > 0) {
+        this.options.bus.notifyWork();
+        this.wake();
+      }
+    } catch (err) {
+      this.options.logger.warn({ err }, 'event match sweep failed');
     }
   }
 

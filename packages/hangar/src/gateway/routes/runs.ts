@@ -8,6 +8,7 @@ import { readEvents } from '../../events/log.ts';
 import { RunCreateBatcher } from '../../runs/batcher.ts';
 import { type CancelRequest, cancelRun } from '../../runs/cancel.ts';
 import { createRunIdempotent, fingerprint, parseIdempotencyKey } from '../../runs/idempotency.ts';
+import { listRuns } from '../../runs/list.ts';
 import {
   type CreateRunInput,
   createRun,
@@ -15,7 +16,6 @@ import {
   deleteRun,
   findRunsToCancel,
   getRun,
-  listThreadRuns,
 } from '../../runs/repository.ts';
 import { isTerminal } from '../../runs/status.ts';
 import type { Run } from '../../runs/types.ts';
@@ -37,13 +37,14 @@ import {
   CancelManyQuery,
   CancelQuery,
   JoinQuery,
-  ListQuery,
   RunBatchBody,
   RunCreateBody,
+  RunListQuery,
   RunParams,
   StatelessRunParams,
   ThreadParams,
 } from '../schemas.ts';
+import { resumeWithCommand } from './approvals.ts';
 
 /** The run as the API shows it (no tenant id). */
 export function publicRun(run: Run): Omit<Run, 'tenant_id'> {
@@ -108,6 +109,12 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
     defaultModes?: readonly StreamMode[],
   ): Promise<{ run: Run; replayed: boolean }> => {
     const key = parseIdempotencyKey(request.headers['idempotency-key']);
+    // LangGraph's `command: { resume }` answers the thread's interrupt and resumes its run (routes/approvals.ts).
+    const command = (request.body as { command?: unknown } | null)?.command;
+    if (command !== undefined && command !== null) {
+      parseWith(RunCreateBody, request.body, '');
+      return { run: await resumeWithCommand(deps, request, threadId, command), replayed: false };
+    }
     const { runInput, body } = await prepare(request, request.body, threadId, defaultModes);
     await deps.admission.beforeCreate(runInput.tenantId);
     if (key === undefined) {
@@ -192,8 +199,12 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
 
   app.get('/threads/:thread_id/runs', async (request) => {
     const { thread_id } = parseWith(ThreadParams, request.params, 'path');
-    const { limit } = parseWith(ListQuery, request.query, 'query');
-    const runs = await listThreadRuns(deps.db, deps.tenantOf(request), thread_id, limit);
+    const { limit, offset, status } = parseWith(RunListQuery, request.query, 'query');
+    const runs = await listRuns(deps.db, deps.tenantOf(request), thread_id, {
+      limit,
+      offset,
+      ...(status === undefined ? {} : { status }),
+    });
     return runs.map(publicRun);
   });
 

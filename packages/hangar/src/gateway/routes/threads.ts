@@ -36,7 +36,7 @@ function threadNotFound(threadId: string): HangarError {
  * nodes or tasks between runs, so `next` and `tasks` are always empty. A
  * thread with no checkpoint yet shows its values and a null checkpoint id.
  */
-function threadState(
+export function threadState(
   thread: Pick<Thread, 'thread_id' | 'values' | 'created_at'>,
   snapshot?: ThreadStateSnapshot,
 ) {
@@ -53,6 +53,26 @@ function threadState(
     created_at: snapshot?.created_at ?? thread.created_at,
     checkpoint: checkpoint(snapshot?.checkpoint_id ?? null),
     parent_checkpoint: snapshot?.parent_checkpoint_id ? checkpoint(snapshot.parent_checkpoint_id) : null,
+  };
+}
+
+/**
+ * A thread's pending interrupts as the SDK's `ThreadState.tasks` (one task per
+ * interrupted run, its id the run id) and `next` (the agents waiting).
+ */
+function interruptedTasks(thread: Pick<Thread, 'interrupts'>) {
+  const entries = Object.entries(thread.interrupts);
+  if (entries.length === 0) return {};
+  return {
+    next: entries.map(() => 'interrupt'),
+    tasks: entries.map(([runId, interrupts]) => ({
+      id: runId,
+      name: 'interrupt',
+      error: null,
+      interrupts,
+      checkpoint: null,
+      state: null,
+    })),
   };
 }
 
@@ -89,7 +109,7 @@ export function registerThreadRoutes(app: FastifyInstance, deps: GatewayDeps): v
     const thread = await getThread(deps.db, tenantId, thread_id);
     if (thread === null) throw threadNotFound(thread_id);
     const [latest] = await threadHistory(deps.db, tenantId, thread_id, { limit: 1 });
-    return threadState(thread, latest);
+    return { ...threadState(thread, latest), ...interruptedTasks(thread) };
   });
 
   app.get('/threads/:thread_id/state/:checkpoint_id', async (request) => {
