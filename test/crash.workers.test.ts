@@ -154,3 +154,43 @@ test(
     expect(updates).toEqual([['step-0'], ['step-1'], ['step-2']]);
   },
 );
+
+test(
+  'a SIGKILLed worker’s run resumes when its Postgres session ends, long before its lease would expire',
+  SLOW,
+  async () => {
+    const store = cleanup.store(await createTestPostgres());
+    const file = join(cleanup.tmpDir(), 'effects.log');
+    const gateway = await startGateway(cleanup, store);
+    // A lease of a minute: only the liveness lock can bring the run back within the bound below.
+    const env = { HANGAR_LEASE_MS: '60000' };
+    const workerProcs = await Promise.all([
+      startWorker(cleanup, store, env),
+      startWorker(cleanup, store, env),
+    ]);
+    const run = await createRun(gateway.url, 'steps', { file, steps: 2, stepMs: 1_500 });
+    await poll('the run to be inside step 0', () =>
+      lines(file).some((l) => l.startsWith(`${run.run_id}:0:started:`)) ? true : undefined,
+    );
+    const owner = await store.db.query<{ lease_owner: string | null; lease_lock: string | null }>(
+      'SELECT lease_owner, lease_lock FROM runs WHERE run_id = $1',
+      [run.run_id],
+    );
+    const row = owner.rows[0];
+    expect(row?.lease_lock, 'the claim stamps the worker’s liveness key').not.toBeNull();
+    const victim = workerProcs.find((w) => w.child.pid === ownerPid(row?.lease_owner ?? ''));
+    const survivor = workerProcs.find((w) => w !== victim);
+    if (victim === undefined || survivor === undefined) throw new Error('lease owner is not a worker');
+    const killedAt = Date.now();
+    await victim.kill('SIGKILL');
+    await poll(
+      'the surviving worker to resume the run',
+      () => (count(file, `${run.run_id}:0:started:${survivor.child.pid}`) === 1 ? true : undefined),
+      { timeoutMs: 20_000 },
+    );
+    // Sweeps run every second; the rest is the session ending and a loaded machine.
+    expect(Date.now() - killedAt).toBeLessThan(20_000);
+    const view = await waitForTerminal(gateway.url, run, 30_000);
+    expect(view.status, JSON.stringify(view.error)).toBe('success');
+  },
+);

@@ -62,7 +62,12 @@ export function renderMarkdown(r: ControlReport): string {
     lines.push('', title, '', c.what, '', ...header);
     lines.push(row('**SIGKILL → step restarted in another worker process**', c.kill_to_resume));
     lines.push(row('lease left at the kill (lease_expires_at − now)', c.lease_left_at_kill));
-    lines.push(row('lease expiry → step restarted (sweep + claim + replay)', c.expiry_to_resume));
+    lines.push(
+      row(
+        'step restarted − lease expiry (negative: before the lease would have expired)',
+        c.expiry_to_resume,
+      ),
+    );
     lines.push(
       '',
       `Final statuses: ${JSON.stringify(c.statuses)}; load average (1 min) ${c.loadavg_1m.min}–${c.loadavg_1m.max}.`,

@@ -209,14 +209,14 @@ async function main(): Promise<number> {
       },
       targets,
       notes: [
-        'What bounds crash → resume: nothing notices a SIGKILLed worker except its lease running out. The lease is ' +
-          `renewed (every ${WORKER_DEFAULTS.heartbeatMs} ms at least) for ${WORKER_DEFAULTS.leaseMs} ms, so up to ${WORKER_DEFAULTS.leaseMs} ms ` +
-          `of it are left at a kill ("lease left" row); then a sweeper (every ${WORKER_DEFAULTS.sweepMs} ms in every worker) re-queues ` +
-          'the run and wakes the workers, one claims it and replays the completed steps from their checkpoints. ' +
-          `So resume ≈ lease left + up to one sweep interval + claim/replay; the comparison series with ` +
-          `HANGAR_LEASE_MS=${SHORT_LEASE_MS} shows the same shape shifted by the lease. A p99 ≤ 5 s with defaults needs a ` +
-          'shorter default lease (which costs more heartbeat writes and risks expiring under a long GC pause) or ' +
-          'noticing the death sooner (e.g. the dead worker’s Postgres session ending).',
+        'What bounds crash → resume: a worker holds a Postgres session lock for as long as it lives and stamps its ' +
+          'key on the runs it claims (worker/liveness.ts). A SIGKILL closes its sockets, Postgres ends the session and ' +
+          `drops the lock, and the next sweep (every ${WORKER_DEFAULTS.sweepMs} ms in every worker) re-queues the run; a ` +
+          'worker claims it and replays the completed steps. So resume ≈ session end + up to one sweep interval + ' +
+          `claim/replay, independent of the lease (${WORKER_DEFAULTS.leaseMs} ms by default, renewed every ` +
+          `${WORKER_DEFAULTS.heartbeatMs} ms): the "lease left" row shows how much of it was still to run, and the ` +
+          `HANGAR_LEASE_MS=${SHORT_LEASE_MS} series is the same. The lease remains the backstop for a machine that ` +
+          'vanishes without closing its connections (not measured here: resume ≈ lease left + one sweep).',
         'Cancel: the gateway that receives it marks the run (Postgres) and publishes a hint on the bus ' +
           '(LISTEN/NOTIFY); the worker holding the run aborts the step’s signal, checkpoints `cancelled`, and the ' +
           'gateway’s `?wait=1` answers when it sees the terminal event.',

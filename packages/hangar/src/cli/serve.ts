@@ -125,6 +125,10 @@ export async function runServerCommand(command: ServerCommand, flags: Flags): Pr
         ? {}
         : { gateway: { port, host, bodyLimitBytes, ...idempotency, ...security } }),
       ...(command === 'gateway' ? {} : { worker }),
+      // A worker process on Postgres proves it lives with a session lock: dead, its runs resume at once.
+      ...(command === 'dev'
+        ? {}
+        : { liveness: { connectionString: requireDatabaseUrl(env.DATABASE_URL, command) } }),
     });
   } catch (err) {
     // Close what was opened, or the open database keeps the process alive after the error.

@@ -462,6 +462,56 @@ describe.each(STORE_KINDS)('runs repository on %s', (kind) => {
       expect(ours(await requeueExpiredLeases(store.db))).toEqual([]);
     });
 
+    it('re-queues a run at once when the session lock its worker stamped on it is no longer held', async () => {
+      const agent = newAgent();
+      const runs = [await createRun(store.db, runInput(agent)), await createRun(store.db, runInput(agent))];
+      const ours = (ids: string[]) => ids.filter((id) => runs.some((r) => r.run_id === id));
+      // A key no session holds: its worker is gone, though the lease has a minute left.
+      const dead = await claimRun(store.db, {
+        owner: 'dead',
+        leaseMs: LEASE_MS,
+        agents: [agent],
+        livenessKey: '4242',
+      });
+      if (dead === null) throw new Error('no run claimed');
+      let liveKey: string | null = null;
+      let release = async () => {};
+      if (kind === 'postgres' && store.url !== undefined) {
+        // A live worker: a session of its own holds its key.
+        const { default: pg } = await import('pg');
+        const session = new pg.Client({ connectionString: store.url });
+        await session.connect();
+        liveKey = '4243';
+        await session.query('SELECT pg_advisory_lock($1::bigint)', [liveKey]);
+        release = () => session.end();
+      }
+      const live = await claimRun(store.db, {
+        owner: 'live',
+        leaseMs: LEASE_MS,
+        agents: [agent],
+        livenessKey: liveKey,
+      });
+      if (live === null) throw new Error('no run claimed');
+      try {
+        expect(ours(await requeueExpiredLeases(store.db))).toEqual([dead.run.run_id]);
+        expect(await runRow(dead.run.run_id)).toMatchObject({ status: 'pending', lease_owner: null });
+        expect(await runRow(live.run.run_id)).toMatchObject({ status: 'running', lease_owner: 'live' });
+      } finally {
+        await release();
+      }
+      if (kind === 'postgres') {
+        // The live worker's session ends (its process died): its run goes back too. The session's
+        // end is asynchronous on the server, so look a few times.
+        let requeued: string[] = [];
+        for (let i = 0; i < 50 && !requeued.includes(live.run.run_id); i++) {
+          requeued = ours(await requeueExpiredLeases(store.db));
+          if (!requeued.includes(live.run.run_id)) await new Promise((r) => setTimeout(r, 50));
+        }
+        expect(requeued).toContain(live.run.run_id);
+        expect((await runRow(live.run.run_id)).status).toBe('pending');
+      }
+    });
+
     it('requeueAllRunning re-queues running runs even with a live lease, and nothing else', async () => {
       const agent = newAgent();
       await createRun(store.db, runInput(agent));

@@ -298,6 +298,12 @@ export async function listThreadRuns(
 export interface ClaimOptions {
   owner: string;
   leaseMs: number;
+  /**
+   * The advisory lock key the worker's session holds while it lives (see
+   * worker/liveness.ts): stamped on the claimed runs, so the sweeper can tell
+   * its death from its session ending. Omitted: the lease alone decides.
+   */
+  livenessKey?: string | null;
   /** Only claim runs of these agents (the worker's loaded agents). */
   agents: readonly string[];
 }
@@ -336,7 +342,7 @@ export async function claimRuns(
        WHERE t.thread_id = c.thread_id AND (t.active_run_id IS NULL OR t.active_run_id = c.run_id)
        RETURNING c.run_id AS taken_run_id, t."values" AS thread_values
      ), claimed AS (
-       UPDATE runs r SET status = 'running', lease_owner = $2, lease_epoch = r.lease_epoch + 1,
+       UPDATE runs r SET status = 'running', lease_owner = $2, lease_lock = $5::bigint, lease_epoch = r.lease_epoch + 1,
          lease_expires_at = now() + ($3::bigint * interval '1 millisecond'), attempt = r.attempt + 1,
          base_values = COALESCE(r.base_values, taken.thread_values), started_at = COALESCE(r.started_at, now()),
          updated_at = now()
@@ -349,7 +355,7 @@ export async function claimRuns(
            ORDER BY s.step_index), '[]'::jsonb)
         FROM steps s WHERE s.run_id = claimed.run_id) AS history
      FROM claimed ORDER BY priority DESC, created_at`,
-    [json(options.agents), options.owner, options.leaseMs, options.limit],
+    [json(options.agents), options.owner, options.leaseMs, options.limit, options.livenessKey ?? null],
   );
   return res.rows.map((row) => {
     const run = toRun(row);
@@ -412,16 +418,26 @@ export async function releaseRun(db: Queryable, lease: Lease): Promise<boolean> 
 }
 
 /**
- * The sweeper: re-queues runs whose lease expired (their worker died or was
- * partitioned). The thread stays held by the run, so it resumes before any
- * other run of that thread. Returns the re-queued run ids.
+ * The sweeper: re-queues runs whose worker is gone — its lease expired (the
+ * worker died or was partitioned), or the Postgres session that held its
+ * liveness lock ended (the process died: its socket closed, so Postgres
+ * dropped the session and the lock at once). The thread stays held by the
+ * run, so it resumes before any other run of that thread. Returns the
+ * re-queued run ids.
  */
 export async function requeueExpiredLeases(db: Queryable, limit = 100): Promise<string[]> {
   const res = await db.query<{ run_id: string }>(
-    `UPDATE runs SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, available_at = now(),
-       updated_at = now()
+    `WITH held AS (
+       -- Session advisory locks on a bigint key show as classid (high half), objid (low half), objsubid 1.
+       SELECT (l.classid::bigint << 32) | l.objid::bigint AS k FROM pg_locks l
+       WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+     )
+     UPDATE runs SET status = 'pending', lease_owner = NULL, lease_lock = NULL, lease_expires_at = NULL,
+       available_at = now(), updated_at = now()
      WHERE run_id IN (
-       SELECT run_id FROM runs WHERE status = 'running' AND lease_expires_at < now()
+       SELECT run_id FROM runs WHERE status = 'running'
+         AND (lease_expires_at < now() OR (lease_lock IS NOT NULL AND lease_lock NOT IN (SELECT k FROM held)))
        ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
      RETURNING run_id`,
     [limit],

@@ -8,6 +8,7 @@ import type { LlmSettings } from '../sdk/llm.ts';
 import { migrate } from '../store/migrate.ts';
 import type { SqlClient } from '../store/sql.ts';
 import { startWebhookDispatcher, type WebhookSettings } from '../webhooks/dispatcher.ts';
+import { SessionLiveness } from '../worker/liveness.ts';
 import { WORKER_DEFAULTS, Worker, type WorkerOptions } from '../worker/worker.ts';
 
 export type WorkerSettings = Partial<Omit<WorkerOptions, 'db' | 'bus' | 'agents' | 'logger' | 'llm'>>;
@@ -34,6 +35,13 @@ export interface StartOptions {
   };
   /** Execute runs (worker role). */
   worker?: WorkerSettings;
+  /**
+   * Postgres to hold the worker's liveness lock on (worker/liveness.ts), so a
+   * worker process that dies has its runs resumed at the next sweep rather
+   * than when their leases expire. Postgres deployments only (`hangar dev`
+   * re-queues its own runs at start instead).
+   */
+  liveness?: { connectionString: string };
   /** Completion webhooks: the gateway accepts `webhook` and the worker's process delivers only with a secret. */
   webhooks?: WebhookSettings;
   /** Apply migrations first (default true). */
@@ -105,7 +113,12 @@ export async function startHangar(options: StartOptions): Promise<RunningHangar>
   // The worker starts once the gateway listens: a process that cannot serve (port in use)
   // exits without having claimed any run.
   let worker: Worker | undefined;
+  let liveness: SessionLiveness | undefined;
   if (options.worker !== undefined) {
+    if (options.liveness !== undefined) {
+      liveness = new SessionLiveness({ ...options.liveness, logger: logger.child({ role: 'worker' }) });
+      await liveness.start();
+    }
     worker = new Worker({
       ...WORKER_DEFAULTS,
       ...options.worker,
@@ -114,6 +127,7 @@ export async function startHangar(options: StartOptions): Promise<RunningHangar>
       agents: options.agents,
       logger: logger.child({ role: 'worker' }),
       llm: options.llm ?? {},
+      ...(liveness === undefined ? {} : { liveness }),
     });
     worker.start();
   }
@@ -136,6 +150,8 @@ export async function startHangar(options: StartOptions): Promise<RunningHangar>
     async stop() {
       await gateway?.close();
       await worker?.stop();
+      // After the worker handed its runs back: the lock's end would otherwise re-queue them.
+      await liveness?.stop();
       await webhooks?.stop();
     },
   };

@@ -10,6 +10,7 @@ import type { Agent } from '../sdk/agent.ts';
 import type { LlmSettings } from '../sdk/llm.ts';
 import type { SqlClient } from '../store/sql.ts';
 import { type ExecuteOutcome, executeRun } from './execute.ts';
+import type { SessionLiveness } from './liveness.ts';
 
 export interface WorkerOptions {
   db: SqlClient;
@@ -29,6 +30,8 @@ export interface WorkerOptions {
   maxBufferedEvents: number;
   llm: LlmSettings;
   id?: string;
+  /** Postgres-session liveness (worker/liveness.ts): a dead worker's runs resume without waiting out the lease. */
+  liveness?: SessionLiveness;
 }
 
 export const WORKER_DEFAULTS = {
@@ -107,7 +110,13 @@ export class Worker {
       let claimed: ClaimedRun[];
       try {
         // One statement claims as many runs as there are free slots.
-        claimed = await claimRuns(db, { owner: this.id, leaseMs, agents: this.agentNames, limit: free });
+        claimed = await claimRuns(db, {
+          owner: this.id,
+          leaseMs,
+          agents: this.agentNames,
+          limit: free,
+          livenessKey: this.options.liveness?.heldKey() ?? null,
+        });
       } catch (err) {
         logger.warn({ err }, 'claim failed; retrying on the next poll');
         return;
