@@ -63,6 +63,9 @@ export async function runServerCommand(command: ServerCommand, flags: Flags): Pr
   const worker = {
     ...(env.HANGAR_LEASE_MS === undefined ? {} : { leaseMs: env.HANGAR_LEASE_MS }),
     concurrency: intFlag(flags, 'concurrency', env.HANGAR_WORKER_CONCURRENCY ?? 10, 1, 1000),
+    // A `hangar worker` being replaced (rolling deploy, scale-in) lets each run finish its step;
+    // `hangar dev` stops at once (its runs resume when it starts again).
+    drainMs: env.HANGAR_DRAIN_MS ?? (command === 'worker' ? 10_000 : 0),
   };
   const port = intFlag(flags, 'port', 8123, 0, 65535);
   const bodyLimitBytes = loaded.config.bodyLimitBytes ?? DEFAULT_BODY_LIMIT;

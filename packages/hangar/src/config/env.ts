@@ -26,6 +26,8 @@ const EnvSchema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Worker lease length in ms (crash → resume time is about this plus the sweep interval). */
   HANGAR_LEASE_MS: z.coerce.number().int().min(500).optional(),
+  /** On SIGTERM, how long a `hangar worker` lets runs finish their current step before aborting them (default 10 s). */
+  HANGAR_DRAIN_MS: z.coerce.number().int().min(0).max(3_600_000).optional(),
   /** How long the gateway remembers an `Idempotency-Key`, in hours (default 72). */
   HANGAR_IDEMPOTENCY_TTL_HOURS: z.coerce
     .number()

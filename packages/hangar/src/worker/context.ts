@@ -60,6 +60,18 @@ export interface ContextOptions {
   logger: Logger;
   llm: LlmSettings;
   coalesceMs: number;
+  /** Aborted when the worker drains (SIGTERM): the attempt ends at the next durable operation. */
+  draining?: AbortSignal;
+}
+
+/**
+ * Thrown at a durable operation while the worker drains: the steps before it
+ * are checkpointed, so the attempt stops here and the run is handed back.
+ */
+export class DrainSignal extends Error {
+  constructor() {
+    super('the worker is draining; the run is handed back at this step boundary');
+  }
 }
 
 /** Step results are stored wrapped, so `undefined` replays as `undefined`. */
@@ -85,6 +97,9 @@ export class WorkerRunContext implements RunContext {
    * the history of an interrupted attempt can have gaps (step #1 recorded, #0 still running).
    */
   private readonly recorded: ReadonlyMap<number, StepRecord>;
+
+  /** Set when a durable operation refused to start because the worker drains (agent code may catch the signal). */
+  drained = false;
 
   constructor(private readonly options: ContextOptions) {
     this.recorded = new Map(options.history.map((r) => [r.index, r]));
@@ -414,6 +429,11 @@ export class WorkerRunContext implements RunContext {
     this.throwIfSuspended();
     // A run that was aborted (shutdown, lost lease) starts no new side effects: the attempt ends here.
     this.signal.throwIfAborted();
+    // A draining worker finishes the operation in flight, not the next one.
+    if (this.options.draining?.aborted === true) {
+      this.drained = true;
+      throw new DrainSignal();
+    }
     if (typeof name !== 'string' || name.length === 0 || name.length > 200) {
       throw new HangarError(
         'invalid_agent_call',

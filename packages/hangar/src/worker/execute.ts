@@ -4,7 +4,7 @@ import { HangarError, isHangarError, toRunError } from '../errors.ts';
 import type { LifecycleData } from '../events/envelope.ts';
 import { matchSignals } from '../hitl/signals.ts';
 import { type CancelRequest, cancelledError, cancelledEvent, deleteRolledBack } from '../runs/cancel.ts';
-import { renewLease } from '../runs/repository.ts';
+import { releaseRun, renewLease } from '../runs/repository.ts';
 import type { ClaimedRun } from '../runs/types.ts';
 import type { Agent } from '../sdk/agent.ts';
 import type { LlmSettings } from '../sdk/llm.ts';
@@ -28,6 +28,8 @@ export interface ExecuteDeps {
    * (called on a bus cancel hint); the attempt adds itself while it runs.
    */
   cancelChecks?: Map<string, () => void>;
+  /** The worker's drain signal (SIGTERM): attempts stop at their next durable operation and hand the run back. */
+  draining?: AbortSignal;
 }
 
 /** Thrown into the attempt's await when the run is cancelled: the attempt stops waiting for the agent. */
@@ -49,7 +51,9 @@ export type ExecuteOutcome =
   | { kind: 'interrupted'; interruptId: string }
   | { kind: 'awaiting'; event: string }
   | { kind: 'lost' }
-  | { kind: 'abandoned'; error: unknown };
+  | { kind: 'abandoned'; error: unknown }
+  /** Handed back to the queue by a draining worker, at a step boundary. */
+  | { kind: 'released' };
 
 /** Executes one attempt of a claimed run, from its checkpoints. */
 export async function executeRun(
@@ -142,6 +146,7 @@ export async function executeRun(
       logger: log,
       llm: deps.llm,
       coalesceMs: deps.coalesceMs,
+      ...(deps.draining === undefined ? {} : { draining: deps.draining }),
     });
     const startEvent: LifecycleData = { event: 'run.started', status: 'running', attempt: run.attempt };
     await committer.emit({ channel: 'lifecycle', data: startEvent });
@@ -222,6 +227,14 @@ export async function executeRun(
       }
       if (lost || isHangarError(err, 'lease_lost')) throw err;
       if (committer.failed !== undefined) throw committer.failed;
+      if (ctx.drained && !stop.aborted) {
+        // Drained at a step boundary: what was emitted since is written, then the run goes back to
+        // the queue without counting the attempt, still holding its thread.
+        await committer.flush();
+        const released = await releaseRun(deps.db, lease);
+        log.info({ released }, 'worker draining: run handed back at a step boundary');
+        return { kind: 'released' };
+      }
       if (stop.aborted) throw err;
       const error = storable(toRunError(err));
       log.error({ err, duration_ms: Date.now() - started }, 'run failed');

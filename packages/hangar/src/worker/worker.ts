@@ -30,6 +30,12 @@ export interface WorkerOptions {
   maxBufferedEvents: number;
   llm: LlmSettings;
   id?: string;
+  /**
+   * On stop, how long runs may take to reach their next step boundary (the
+   * step in flight finishes and is checkpointed, then the run is handed back)
+   * before they are aborted. 0 (the default) aborts at once.
+   */
+  drainMs?: number;
   /** Postgres-session liveness (worker/liveness.ts): a dead worker's runs resume without waiting out the lease. */
   liveness?: SessionLiveness;
 }
@@ -54,6 +60,8 @@ export class Worker {
   readonly id: string;
   private readonly running = new Map<string, Promise<ExecuteOutcome>>();
   private readonly stopController = new AbortController();
+  /** Aborted first on stop: no more claims, and attempts end at their next step boundary. */
+  private readonly drainController = new AbortController();
   private claiming = false;
   private again = false;
   private timers: NodeJS.Timeout[] = [];
@@ -84,7 +92,7 @@ export class Worker {
 
   /** Claims until the worker is full or the queue is empty. Re-entrant calls coalesce. */
   wake(): void {
-    if (this.stopController.signal.aborted) return;
+    if (this.drainController.signal.aborted) return;
     if (this.claiming) {
       this.again = true;
       return;
@@ -102,7 +110,7 @@ export class Worker {
   private async claimLoop(): Promise<void> {
     const { db, leaseMs, concurrency, logger } = this.options;
     while (
-      !this.stopController.signal.aborted &&
+      !this.drainController.signal.aborted &&
       this.running.size < concurrency &&
       this.agentNames.length > 0
     ) {
@@ -139,7 +147,7 @@ export class Worker {
       return;
     }
     const tracked = executeRun(
-      { ...this.options, cancelChecks: this.cancelChecks },
+      { ...this.options, cancelChecks: this.cancelChecks, draining: this.drainController.signal },
       claimed,
       agent,
       this.stopController.signal,
@@ -149,7 +157,7 @@ export class Worker {
           const timer = setTimeout(() => this.wake(), Math.max(0, outcome.until.getTime() - Date.now()));
           timer.unref();
         }
-        if (outcome.kind === 'finished') this.options.bus.notifyWork();
+        if (outcome.kind === 'finished' || outcome.kind === 'released') this.options.bus.notifyWork();
         if (outcome.kind === 'abandoned' && this.stopController.signal.aborted) {
           // Shutting down: hand the run back now instead of letting its lease run out.
           await releaseRun(this.options.db, claimed.lease).catch(() => false);
@@ -201,21 +209,37 @@ export class Worker {
   }
 
   /**
-   * Stops claiming, aborts the runs in progress and hands them back to the
-   * queue (their completed steps are kept; the interrupted step runs again).
+   * Stops claiming and drains: each run in progress finishes the step it is
+   * in, checkpoints it, and is handed back to the queue at its next step
+   * boundary without counting the attempt (`drainMs`, default 0). Runs still
+   * going after that are aborted and handed back (the interrupted step runs
+   * again elsewhere); `deadlineMs` bounds that wait.
    */
   async stop(deadlineMs = 10_000): Promise<void> {
-    if (this.stopController.signal.aborted) return;
-    this.stopController.abort();
+    if (this.drainController.signal.aborted) return;
+    this.drainController.abort();
     for (const t of this.timers) clearInterval(t);
     this.unsubscribe?.();
     this.unsubscribeCancel?.();
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, deadlineMs);
-    });
-    await Promise.race([Promise.allSettled([...this.running.values()]), deadline]);
-    clearTimeout(timer);
+    const settled = (ms: number) => {
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, ms);
+      });
+      return Promise.race([Promise.allSettled([...this.running.values()]), deadline]).finally(() =>
+        clearTimeout(timer),
+      );
+    };
+    const drainMs = this.options.drainMs ?? 0;
+    if (drainMs > 0 && this.running.size > 0) {
+      this.options.logger.info(
+        { worker_id: this.id, runs: this.running.size, drain_ms: drainMs },
+        'draining: runs finish their current step, then go back to the queue',
+      );
+      await settled(drainMs);
+    }
+    this.stopController.abort();
+    await settled(deadlineMs);
     if (this.running.size > 0) {
       this.options.logger.warn(
         { run_ids: [...this.running.keys()] },
