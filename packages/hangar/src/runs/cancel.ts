@@ -2,6 +2,7 @@ import type { RunErrorRecord } from '../errors.ts';
 import type { EventEnvelope, LifecycleData } from '../events/envelope.ts';
 import type { Queryable } from '../store/sql.ts';
 import { cancelUnheldRun } from './checkpoint.ts';
+import { isTerminal, type RunStatus } from './status.ts';
 
 export type CancelAction = 'interrupt' | 'rollback';
 /** Why a run was cancelled: a cancel request, another run's multitask strategy, or its streaming client left. */
@@ -61,14 +62,14 @@ export async function cancelRun(
 ): Promise<CancelResult> {
   const error = cancelledError(request);
   for (let tries = 0; tries < 5; tries++) {
-    const found = await db.query<{ thread_id: string; status: string }>(
+    const found = await db.query<{ thread_id: string; status: RunStatus }>(
       'SELECT thread_id, status FROM runs WHERE run_id = $1 AND tenant_id = $2',
       [runId, tenantId],
     );
     const run = found.rows[0];
     if (run === undefined) return { outcome: 'not_found', events: [] };
     const base = { threadId: run.thread_id, events: [] };
-    if (['success', 'error', 'cancelled', 'timeout', 'dead'].includes(run.status)) {
+    if (isTerminal(run.status)) {
       return { ...base, outcome: 'finished' };
     }
     const events = await cancelUnheldRun(

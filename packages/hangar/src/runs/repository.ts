@@ -282,15 +282,18 @@ export async function getRun(db: Queryable, tenantId: string, runId: string): Pr
   return row === undefined ? null : toRun(row);
 }
 
-export async function listThreadRuns(
+/** A thread's runs of the tenant, newest first, optionally of one status (the SDK's `runs.list`). */
+export async function listRuns(
   db: Queryable,
   tenantId: string,
   threadId: string,
-  limit = 100,
+  page: { limit: number; offset: number; status?: RunStatus },
 ): Promise<Run[]> {
   const res = await db.query<RunRow>(
-    `SELECT ${RUN_COLUMNS} FROM runs WHERE thread_id = $1 AND tenant_id = $2 ORDER BY created_at DESC LIMIT $3`,
-    [threadId, tenantId, limit],
+    `SELECT ${RUN_COLUMNS} FROM runs
+     WHERE thread_id = $1 AND tenant_id = $2 AND ($3::text IS NULL OR status = $3)
+     ORDER BY created_at DESC, run_id DESC LIMIT $4 OFFSET $5`,
+    [threadId, tenantId, page.status ?? null, page.limit, page.offset],
   );
   return res.rows.map(toRun);
 }

@@ -8,7 +8,6 @@ import { readEvents } from '../../events/log.ts';
 import { RunCreateBatcher } from '../../runs/batcher.ts';
 import { type CancelRequest, cancelRun } from '../../runs/cancel.ts';
 import { createRunIdempotent, fingerprint, parseIdempotencyKey } from '../../runs/idempotency.ts';
-import { listRuns } from '../../runs/list.ts';
 import {
   type CreateRunInput,
   createRun,
@@ -16,6 +15,7 @@ import {
   deleteRun,
   findRunsToCancel,
   getRun,
+  listRuns,
 } from '../../runs/repository.ts';
 import { isTerminal } from '../../runs/status.ts';
 import type { Run } from '../../runs/types.ts';
@@ -61,12 +61,11 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
    */
   const prepare = async (
     request: FastifyRequest,
-    rawBody: unknown,
+    body: z.output<typeof RunCreateBody>,
     threadId: string | undefined,
     defaultModes: readonly StreamMode[] | undefined,
     prefix = '',
-  ): Promise<{ runInput: CreateRunInput; body: z.output<typeof RunCreateBody> }> => {
-    const body = parseWith(RunCreateBody, rawBody, prefix);
+  ): Promise<CreateRunInput> => {
     const at = (field: string) => (prefix === '' ? field : `${prefix}.${field}`);
     // The assistant's config goes under the run's (assistants/resolve.ts); the merge is what the run stores.
     const { agent, assistantId, config } = await resolveAssistant(
@@ -98,7 +97,7 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
       createThread: body.if_not_exists === 'create',
       effects: { events: [], cancelRequested: [] },
     };
-    return { runInput, body };
+    return runInput;
   };
 
   // `stream_mode` is kept in the run's kwargs: a stream joined or resumed without one uses it.
@@ -107,22 +106,24 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
     request: FastifyRequest,
     threadId: string | undefined,
     defaultModes?: readonly StreamMode[],
-  ): Promise<{ run: Run; replayed: boolean }> => {
+  ): Promise<{ run: Run; replayed: boolean; cancelOnDisconnect: boolean }> => {
     const key = parseIdempotencyKey(request.headers['idempotency-key']);
+    const body = parseWith(RunCreateBody, request.body, '');
+    const cancelOnDisconnect = body.on_disconnect === 'cancel';
     // LangGraph's `command: { resume }` answers the thread's interrupt and resumes its run (routes/approvals.ts).
-    const command = (request.body as { command?: unknown } | null)?.command;
+    const command = (body as { command?: unknown }).command;
     if (command !== undefined && command !== null) {
-      parseWith(RunCreateBody, request.body, '');
-      return { run: await resumeWithCommand(deps, request, threadId, command), replayed: false };
+      const run = await resumeWithCommand(deps, request, threadId, command);
+      return { run, replayed: false, cancelOnDisconnect };
     }
-    const { runInput, body } = await prepare(request, request.body, threadId, defaultModes);
+    const runInput = await prepare(request, body, threadId, defaultModes);
     await deps.admission.beforeCreate(runInput.tenantId);
     if (key === undefined) {
       const run = RunCreateBatcher.accepts(runInput)
         ? await deps.creates.create(runInput)
         : await createRun(deps.db, runInput);
       afterCreate(deps, runInput);
-      return { run, replayed: false };
+      return { run, replayed: false, cancelOnDisconnect };
     }
     // The fingerprint covers the route and thread too: one key on /runs and on /runs/wait is a reuse.
     const { run, replayed } = await createRunIdempotent(
@@ -139,7 +140,7 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
       },
     );
     if (!replayed) afterCreate(deps, runInput);
-    return { run, replayed };
+    return { run, replayed, cancelOnDisconnect };
   };
 
   /** The thread's log position before a run is created on it (0 for a new thread). */
@@ -154,9 +155,9 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
     threadId: string | undefined,
   ) => {
     const afterSeq = await positionBeforeCreate(request, threadId);
-    const { run } = await create(request, threadId);
+    const { run, cancelOnDisconnect } = await create(request, threadId);
     reply.header('content-location', `/threads/${run.thread_id}/runs/${run.run_id}`);
-    return waitForResult(request, reply, deps, run, afterSeq, onDisconnect(request.body) === 'cancel');
+    return waitForResult(request, reply, deps, run, afterSeq, cancelOnDisconnect);
   };
 
   // Streaming runs: same body as the background create plus `stream_mode` (default `values`); the
@@ -167,12 +168,12 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
     threadId: string | undefined,
   ) => {
     const afterSeq = await positionBeforeCreate(request, threadId);
-    const { run, replayed } = await create(request, threadId, DEFAULT_STREAM_MODES);
+    const { run, replayed, cancelOnDisconnect } = await create(request, threadId, DEFAULT_STREAM_MODES);
     // A repeated request (same Idempotency-Key) streams the run from its start, as the first one did.
     await streamRun(request, reply, deps, run, {
       afterSeq: replayed ? 0 : afterSeq,
       modes: storedModes(run) ?? DEFAULT_STREAM_MODES,
-      cancelOnDisconnect: onDisconnect(request.body) === 'cancel',
+      cancelOnDisconnect,
     });
   };
 
@@ -303,7 +304,10 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
     const bodies = parseWith(RunBatchBody, request.body, '');
     const inputs: CreateRunInput[] = [];
     for (const [i, raw] of bodies.entries()) {
-      inputs.push((await prepare(request, raw, undefined, undefined, `[${i}]`)).runInput);
+      const prefix = `[${i}]`;
+      inputs.push(
+        await prepare(request, parseWith(RunCreateBody, raw, prefix), undefined, undefined, prefix),
+      );
     }
     for (const input of inputs) await deps.admission.beforeCreate(input.tenantId);
     const runs = await deps.db
@@ -337,12 +341,6 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
 /** `1`/`true` in a query flag. */
 function isTrue(flag: string | undefined): boolean {
   return flag === '1' || flag === 'true';
-}
-
-/** A create body's `on_disconnect` (checked already by the create itself). */
-function onDisconnect(body: unknown): 'cancel' | 'continue' {
-  const value = (body as { on_disconnect?: unknown } | null)?.on_disconnect;
-  return value === 'cancel' ? 'cancel' : 'continue';
 }
 
 /** Who a request acts as, recorded on what it cancels. */
