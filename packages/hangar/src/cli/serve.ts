@@ -79,6 +79,8 @@ export async function runServerCommand(command: ServerCommand, flags: Flags): Pr
       ? {}
       : { maxAttempts: env.HANGAR_WEBHOOK_MAX_ATTEMPTS }),
     ...(env.HANGAR_WEBHOOK_TIMEOUT_MS === undefined ? {} : { timeoutMs: env.HANGAR_WEBHOOK_TIMEOUT_MS }),
+    // A laptop's receiver is on localhost; a deployment's webhooks go out to the internet.
+    allowPrivateNetworks: (env.HANGAR_WEBHOOK_ALLOW_PRIVATE ?? (command === 'dev' ? 'true' : 'false')) === 'true',
   };
 
   const host = String(flags.values.host ?? (command === 'gateway' ? '0.0.0.0' : '127.0.0.1'));

@@ -45,6 +45,11 @@ const EnvSchema = z.object({
   HANGAR_WEBHOOK_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(100).optional(),
   /** Timeout of one webhook POST in ms (default 10000). */
   HANGAR_WEBHOOK_TIMEOUT_MS: z.coerce.number().int().min(100).max(300_000).optional(),
+  /**
+   * Deliver webhooks to loopback and private-network addresses (default `false`; `hangar dev`
+   * defaults to `true`). Off, a webhook URL that is or resolves to one is refused (SSRF guard).
+   */
+  HANGAR_WEBHOOK_ALLOW_PRIVATE: z.enum(['true', 'false']).optional(),
   /** Gateway authentication: `keys` or `none` (`none` only on localhost; default `keys`, `none` for `hangar dev` on localhost). */
   HANGAR_AUTH: z.enum(['keys', 'none']).optional(),
   /** How long a gateway caches an API key lookup, in seconds: a revoked key works at most this long (default 10). */

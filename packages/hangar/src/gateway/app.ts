@@ -37,6 +37,8 @@ export interface GatewayOptions {
   idempotencySweepMs?: number;
   /** Accept a run's `webhook` (a webhook secret is configured); refused with a 400 otherwise. */
   webhooksEnabled?: boolean;
+  /** Accept webhook URLs whose host is a loopback or private IP (default false: SSRF guard). */
+  webhookPrivateNetworks?: boolean;
   /** `keys` (default): API keys required (see gateway/auth.ts); `none`: everything acts for `default`. */
   auth?: AuthMode;
   /** How long a key lookup is cached; bounds how long a revoked key keeps working (default 10 s). */
@@ -59,6 +61,7 @@ export interface GatewayDeps {
   idempotencyTtlMs: number;
   /** Whether a run's `webhook` is accepted (a webhook secret is configured). */
   webhooksEnabled: boolean;
+  webhookPrivateNetworks: boolean;
   /** Admission control: `beforeCreate(tenantId)` refuses a run over the pending-run limits. */
   admission: Admission;
   /** Group commit for stateless creates (runs/batcher.ts). */
@@ -113,6 +116,7 @@ export function createGateway(options: GatewayOptions): {
     shutdown: shutdown.signal,
     idempotencyTtlMs: options.idempotencyTtlMs ?? DEFAULT_IDEMPOTENCY_TTL_MS,
     webhooksEnabled: options.webhooksEnabled ?? false,
+    webhookPrivateNetworks: options.webhookPrivateNetworks ?? false,
   };
   // Expired idempotency keys go in bounded batches; every gateway sweeps (SKIP LOCKED keeps that cheap).
   const sweeper = setInterval(() => {

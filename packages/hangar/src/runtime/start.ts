@@ -94,6 +94,7 @@ export async function startHangar(options: StartOptions): Promise<RunningHangar>
         ? {}
         : { idempotencySweepMs: options.gateway.idempotencySweepMs }),
       webhooksEnabled: options.webhooks?.secret !== undefined,
+      webhookPrivateNetworks: options.webhooks?.allowPrivateNetworks ?? false,
       auth: options.gateway.auth ?? 'keys',
       ...(options.gateway.keyCacheTtlMs === undefined
         ? {}

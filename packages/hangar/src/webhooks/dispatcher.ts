@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Bus, Unsubscribe } from '../bus/bus.ts';
 import type { SqlClient } from '../store/sql.ts';
+import { BlockedDestinationError, type EgressResponse, postOnce } from './egress.ts';
 import { loadWebhookRun, webhookPayload } from './payload.ts';
 import {
   claimDeliveries,
@@ -30,6 +31,13 @@ export interface WebhookSettings {
   pollMs?: number;
   /** POSTs in flight at once per process. */
   concurrency?: number;
+  /**
+   * Deliver to loopback and private addresses too. Off by default: a webhook
+   * URL comes from an API caller, and without this guard it could reach the
+   * cloud metadata service or anything else on the private network (SSRF).
+   * `hangar dev` turns it on (a laptop's receiver is on localhost).
+   */
+  allowPrivateNetworks?: boolean;
 }
 
 export const WEBHOOK_DEFAULTS = {
@@ -39,6 +47,7 @@ export const WEBHOOK_DEFAULTS = {
   maxDelayMs: 15 * 60_000,
   pollMs: 1_000,
   concurrency: 16,
+  allowPrivateNetworks: false,
 } as const;
 
 /** Hints (every run create and run end announces work) are coalesced to one claim per this interval. */
@@ -206,10 +215,10 @@ export class WebhookDispatcher {
   private async post(claim: DeliveryClaim, body: string): Promise<DeliveryOutcome> {
     const { secret, timeoutMs } = this.options;
     const timeout = AbortSignal.timeout(timeoutMs);
-    let res: Response;
+    let res: EgressResponse;
     try {
-      res = await fetch(claim.url, {
-        method: 'POST',
+      res = await postOnce({
+        url: claim.url,
         headers: {
           'content-type': 'application/json',
           'user-agent': 'Hangar-Webhooks/0.1',
@@ -218,20 +227,21 @@ export class WebhookDispatcher {
           [SIGNATURE_HEADER]: signWebhook(secret, body, Math.floor(Date.now() / 1000)),
         },
         body,
-        // A redirect is not followed: the body would go to a URL nobody configured.
-        redirect: 'manual',
         signal: AbortSignal.any([timeout, this.stopController.signal]),
+        allowPrivateNetworks: this.options.allowPrivateNetworks,
       });
-      await res.body?.cancel().catch(() => {});
     } catch (err) {
       if (this.stopController.signal.aborted && !timeout.aborted) return { kind: 'released' };
-      const error = timeout.aborted ? `no response within ${timeoutMs} ms` : describeFetchError(err);
+      if (err instanceof BlockedDestinationError) {
+        return { kind: 'failed', statusCode: null, error: `blocked: ${err.message} (not retried)` };
+      }
+      const error = timeout.aborted ? `no response within ${timeoutMs} ms` : describeRequestError(err);
       return this.retryOrFail(claim, null, error, undefined);
     }
     if (res.status >= 200 && res.status < 300) return { kind: 'delivered', statusCode: res.status };
     const error = `receiver answered ${res.status}`;
     if (res.status === 408 || res.status === 429 || res.status >= 500) {
-      return this.retryOrFail(claim, res.status, error, retryAfterMs(res.headers.get('retry-after')));
+      return this.retryOrFail(claim, res.status, error, retryAfterMs(res.retryAfter));
     }
     return { kind: 'failed', statusCode: res.status, error: `${error} (not retried)` };
   }
@@ -265,10 +275,11 @@ function retryAfterMs(header: string | null): number | undefined {
   return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
 }
 
-function describeFetchError(err: unknown): string {
-  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-  if (cause?.code !== undefined) return `request failed: ${cause.code}`;
-  return `request failed: ${cause?.message ?? (err instanceof Error ? err.message : String(err))}`;
+/** A socket error by its code (ECONNREFUSED, ENOTFOUND, …): the receiver's address stays out of the run's record. */
+function describeRequestError(err: unknown): string {
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string') return `request failed: ${code}`;
+  return `request failed: ${err instanceof Error ? err.message : String(err)}`;
 }
 
 function origin(url: string): string {

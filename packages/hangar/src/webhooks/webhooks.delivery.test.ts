@@ -20,6 +20,8 @@ const FAST: WebhookSettings = {
   maxDelayMs: 60,
   pollMs: 100,
   timeoutMs: 2_000,
+  // The test receivers listen on 127.0.0.1.
+  allowPrivateNetworks: true,
 };
 
 const noter = defineAgent({
@@ -278,5 +280,77 @@ describe.each(STORE_KINDS)('webhooks without a secret (%s)', (kind) => {
     expect(body.message).toMatch(/webhook.*HANGAR_WEBHOOK_SECRET/);
     const runs = await store.db.query('SELECT 1 FROM runs WHERE run_id = $1', [runId]);
     expect(runs.rowCount).toBe(0);
+  });
+});
+
+describe('webhooks with the private-network guard on (the default outside `hangar dev`)', () => {
+  let store: TestStore;
+  let hangar: RunningHangar;
+  let client: Client;
+
+  beforeAll(async () => {
+    store = await createTestStore('postgres');
+    hangar = await startHangar({
+      db: store.db,
+      bus: new MemoryBus(),
+      agents: AGENTS,
+      logger: testLogger(),
+      migrate: false,
+      gateway: { port: 0, host: '127.0.0.1', auth: 'none' },
+      worker: { pollMs: 50 },
+      webhooks: { ...FAST, allowPrivateNetworks: false },
+    });
+    client = new Client({ apiUrl: hangar.url ?? '' });
+  });
+
+  afterAll(async () => {
+    await hangar?.stop();
+    await store?.dispose();
+  });
+
+  it.each([
+    ['the cloud metadata service', 'http://169.254.169.254/latest/meta-data/'],
+    ['loopback', 'http://127.0.0.1:8123/hook'],
+    ['an IPv6 loopback', 'http://[::1]/hook'],
+    ['an IPv4-mapped private address', 'http://[::ffff:10.0.0.5]/hook'],
+    ['a private network', 'https://192.168.1.10/hook'],
+  ])('refuses %s at create with a 400 naming webhook', async (_what, webhook) => {
+    const runId = randomUUID();
+    const res = await fetch(`${hangar.url}/runs`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ assistant_id: 'noter', input: { text: 'x' }, run_id: runId, webhook }),
+    });
+    expect(res.status).toBe(400);
+    const body = (await res.json()) as { message: string; details?: unknown };
+    expect(body.message).toMatch(
+      /webhook: .* is a loopback or private address.*HANGAR_WEBHOOK_ALLOW_PRIVATE/,
+    );
+    expect(JSON.stringify(body.details)).toContain('"path":"webhook"');
+    expect((await store.db.query('SELECT 1 FROM runs WHERE run_id = $1', [runId])).rowCount).toBe(0);
+  });
+
+  it('never connects to a DNS name that resolves to a private address, and fails the delivery saying why', async () => {
+    const receiver = await startReceiver();
+    try {
+      // `localhost` passes the create-time check (it is a name) and resolves to loopback at delivery.
+      const url = receiver.url.replace('127.0.0.1', 'localhost');
+      const run = await client.runs.create(null, 'noter', { input: { text: 'inside' }, webhook: url });
+      const recorded = await eventually(
+        async () => {
+          const d = await getRunDelivery(store.db, 'default', run.run_id);
+          return d !== null && d.status !== 'pending' ? d : undefined;
+        },
+        10_000,
+        'the delivery to settle',
+      );
+      expect(recorded).toMatchObject({ status: 'failed', attempts: 1, last_status_code: null });
+      expect(recorded.last_error).toMatch(
+        /blocked: localhost resolves only to private addresses.*not retried/,
+      );
+      expect(receiver.hooks).toHaveLength(0);
+    } finally {
+      await receiver.close();
+    }
   });
 });

@@ -18,6 +18,8 @@ const FAST: WebhookSettings = {
   maxDelayMs: 60,
   pollMs: 100,
   timeoutMs: 2_000,
+  // The test receivers listen on 127.0.0.1.
+  allowPrivateNetworks: true,
 };
 
 const noter = defineAgent({
@@ -61,7 +63,7 @@ describe.each(STORE_KINDS)('webhook delivery across restarts (%s)', (kind) => {
   const runEndedUndelivered = async () => {
     const gateway = await start({
       gateway: { port: 0, host: '127.0.0.1', auth: 'none' },
-      webhooks: { secret: SECRET },
+      webhooks: { secret: SECRET, allowPrivateNetworks: true },
     });
     const worker = await start({ worker: { pollMs: 50 } });
     const client = new Client({ apiUrl: gateway.url ?? '' });

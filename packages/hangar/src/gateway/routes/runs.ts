@@ -93,7 +93,7 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
       ...(kwargs === undefined ? {} : { kwargs }),
       ...(body.multitask_strategy === undefined ? {} : { multitaskStrategy: body.multitask_strategy }),
       ...(body.priority === undefined ? {} : { priority: body.priority }),
-      ...(body.webhook === undefined ? {} : { webhook: acceptWebhook(body.webhook, deps.webhooksEnabled) }),
+      ...(body.webhook === undefined ? {} : { webhook: acceptWebhook(body.webhook, deps.webhooksEnabled, deps.webhookPrivateNetworks) }),
       createThread: body.if_not_exists === 'create',
       effects: { events: [], cancelRequested: [] },
     };
