@@ -125,6 +125,47 @@ describe.each(STORE_KINDS)('approvals and command.resume (%s)', (kind) => {
     expect(again.body.error).toBe('conflict');
   });
 
+  it('wait, join and a LangGraph stream answer at the interrupt, as LangGraph does; a resume goes on to the end', async () => {
+    const thread = await client.threads.create();
+    // `wait` returns when the run pauses: the thread's values with `__interrupt__`, the run `interrupted`.
+    const paused = (await client.runs.wait(thread.thread_id, 'refund', { input: { amount: 5 } })) as {
+      __interrupt__?: Array<{ id: string; value: unknown }>;
+    };
+    const [interrupt] = paused.__interrupt__ ?? [];
+    expect(interrupt?.value).toEqual({ question: 'refund 5?' });
+    const [run] = await client.runs.list(thread.thread_id);
+    expect(run?.status).toBe('interrupted');
+    const runId = run?.run_id ?? '';
+    // `join` on a paused run answers at once, the same way.
+    expect(await client.runs.join(thread.thread_id, runId)).toEqual(paused);
+    // A stream in LangGraph form ends at the interrupt (replayed from the start here).
+    const chunks: Array<{ event: string; data: unknown }> = [];
+    for await (const chunk of client.runs.joinStream(thread.thread_id, runId, { streamMode: 'updates' })) {
+      chunks.push(chunk);
+    }
+    expect(chunks.at(-1)).toMatchObject({ event: 'updates', data: { __interrupt__: [interrupt] } });
+
+    // A resume streamed: from the answer to the end, past the interrupt it answered.
+    const resumed: Array<{ event: string; data: unknown }> = [];
+    for await (const chunk of client.runs.stream(thread.thread_id, 'refund', {
+      command: { resume: 'yes' },
+      streamMode: 'values',
+    })) {
+      resumed.push(chunk);
+    }
+    // It ran to the end: the stream closes with `end`, not at an interrupt.
+    expect(resumed.at(-1)).toMatchObject({ event: 'end' });
+    expect((await client.runs.get(thread.thread_id, runId)).status).toBe('success');
+    expect(await client.runs.join(thread.thread_id, runId)).toEqual({ answer: 'yes' });
+    // Replaying the whole run now goes past the old interrupt to the end.
+    const replay: string[] = [];
+    for await (const chunk of client.runs.joinStream(thread.thread_id, runId, { streamMode: 'updates' })) {
+      replay.push(chunk.event);
+    }
+    expect(replay.filter((e) => e === 'updates').length).toBeGreaterThan(1);
+    expect(replay.at(-1)).not.toBe('error');
+  });
+
   it('lists pending approvals and answers one exactly once', async () => {
     const { threadId, runId } = await interrupted(7);
     const list = await http('GET', `/approvals?status=pending&agent=refund&thread_id=${threadId}`);

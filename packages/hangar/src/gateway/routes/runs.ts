@@ -5,6 +5,7 @@ import { resolveAssistant } from '../../assistants/resolve.ts';
 import { HangarError } from '../../errors.ts';
 import type { EventEnvelope } from '../../events/envelope.ts';
 import { readEvents } from '../../events/log.ts';
+import { pendingInterrupts } from '../../hitl/repository.ts';
 import { RunCreateBatcher } from '../../runs/batcher.ts';
 import { type CancelRequest, cancelRun } from '../../runs/cancel.ts';
 import { createRunIdempotent, fingerprint, parseIdempotencyKey } from '../../runs/idempotency.ts';
@@ -93,7 +94,9 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
       ...(kwargs === undefined ? {} : { kwargs }),
       ...(body.multitask_strategy === undefined ? {} : { multitaskStrategy: body.multitask_strategy }),
       ...(body.priority === undefined ? {} : { priority: body.priority }),
-      ...(body.webhook === undefined ? {} : { webhook: acceptWebhook(body.webhook, deps.webhooksEnabled, deps.webhookPrivateNetworks) }),
+      ...(body.webhook === undefined
+        ? {}
+        : { webhook: acceptWebhook(body.webhook, deps.webhooksEnabled, deps.webhookPrivateNetworks) }),
       createThread: body.if_not_exists === 'create',
       effects: { events: [], cancelRequested: [] },
     };
@@ -249,7 +252,13 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
             : { run_id: run.run_id, thread_id: run.thread_id, outcome: result.outcome },
         );
     }
-    await waitForEnd(request, reply, deps, run, afterSeq);
+    // Until the end: a run that paused at an interrupt just before the cancel landed is ended by it.
+    let position = afterSeq;
+    for (;;) {
+      const stop = await waitForStop(reply, deps, run, position);
+      if (stop === undefined || stop.terminal) break;
+      position = stop.seq;
+    }
     return reply.status(204).send();
   });
 
@@ -437,10 +446,11 @@ export function runResult(run: Run, values: Record<string, unknown>): unknown {
 }
 
 /**
- * Follows the thread's log (bus + log, no polling loop) until the run's
- * terminal event, then answers `runResult`. A client that disconnects, or a
- * gateway shutdown, stops the wait; the run itself goes on unless
- * `cancelOnDisconnect` (then a client that leaves cancels it).
+ * Follows the thread's log (bus + log, no polling loop) until the run ends or
+ * pauses at an interrupt, then answers `runResult` (or, paused, the thread's
+ * values with `__interrupt__`, as LangGraph's `wait` and `join` do). A client
+ * that disconnects, or a gateway shutdown, stops the wait; the run itself goes
+ * on unless `cancelOnDisconnect` (then a client that leaves cancels it).
  */
 async function waitForResult(
   request: FastifyRequest,
@@ -451,49 +461,77 @@ async function waitForResult(
   cancelOnDisconnect = false,
 ): Promise<unknown> {
   let current: Run | null = run;
-  if (!isTerminal(run.status)) {
-    const ended = await waitForEnd(request, reply, deps, run, afterSeq);
-    if (!ended) {
+  let position = afterSeq;
+  // An interrupt answered before we looked again leaves the run going: keep waiting from there.
+  while (current !== null && !isTerminal(current.status) && current.status !== 'interrupted') {
+    const stop = await waitForStop(reply, deps, current, position);
+    if (stop === undefined) {
       if (cancelOnDisconnect && !deps.shutdown.aborted) await cancelForDisconnect(request, deps, run);
       request.log.info({ run_id: run.run_id }, 'wait ended before the run: client gone or shutdown');
       throw new HangarError('unavailable', `stopped waiting for run ${run.run_id}; it goes on`, {
         details: { run_id: run.run_id, thread_id: run.thread_id },
       });
     }
+    position = stop.seq;
     current = await getRun(deps.db, run.tenant_id, run.run_id);
+    if (stop.terminal && current !== null && !isTerminal(current.status)) {
+      throw new HangarError('internal', `run ${run.run_id} is not finished after its terminal event`);
+    }
   }
   if (current === null) {
     // Rolled back (cancelled and deleted) while we waited.
     return runResult({ ...run, status: 'cancelled', error: null }, {});
   }
-  if (!isTerminal(current.status)) {
-    throw new HangarError('internal', `run ${run.run_id} is not finished after its terminal event`);
-  }
   const thread = await getThread(deps.db, run.tenant_id, run.thread_id);
+  if (current.status === 'interrupted') {
+    const pending = await pendingInterrupts(deps.db, run.tenant_id, run.thread_id);
+    return {
+      ...(thread?.values ?? {}),
+      __interrupt__: pending
+        .filter((i) => i.run_id === run.run_id)
+        .map((i) => ({ id: i.interrupt_id, value: i.payload })),
+    };
+  }
   return runResult(current, thread?.values ?? {});
 }
 
-/** Holds the request until the run's terminal event; false if the client left or the gateway stops first. */
-async function waitForEnd(
-  _request: FastifyRequest,
+/** A run's lifecycle event saying it paused for an answer. */
+function isInterruptEvent(event: EventEnvelope): boolean {
+  const data = event.data as { event?: unknown } | null;
+  return (
+    event.channel === 'lifecycle' &&
+    data !== null &&
+    typeof data === 'object' &&
+    data.event === 'run.interrupted'
+  );
+}
+
+/**
+ * Holds the request until the run's terminal event or an interrupt; undefined
+ * if the client left or the gateway stops first.
+ */
+async function waitForStop(
   reply: FastifyReply,
   deps: GatewayDeps,
   run: Run,
   afterSeq: number,
-): Promise<boolean> {
+): Promise<{ seq: number; terminal: boolean } | undefined> {
   const abort = new AbortController();
   const onClose = () => abort.abort();
   reply.raw.on('close', onClose);
   deps.shutdown.addEventListener('abort', onClose);
   try {
-    for await (const _event of runEvents(deps, run, afterSeq, abort.signal)) {
-      // Only the end matters: the follow returns after the run's terminal event.
+    let last = afterSeq;
+    for await (const event of runEvents(deps, run, afterSeq, abort.signal)) {
+      last = event.seq;
+      if (isInterruptEvent(event)) return { seq: event.seq, terminal: false };
     }
+    return abort.signal.aborted ? undefined : { seq: last, terminal: true };
   } finally {
+    abort.abort();
     reply.raw.off('close', onClose);
     deps.shutdown.removeEventListener('abort', onClose);
   }
-  return !abort.signal.aborted;
 }
 
 /** `on_disconnect: cancel` / `cancel_on_disconnect=1`: the client that was following the run is gone. */
@@ -580,6 +618,14 @@ async function streamRun(
         await sse.sendEnvelope(event);
       } else {
         for (const mapped of mapper.map(event)) await sse.send(mapped.event, mapped.data, event.seq);
+        // LangGraph ends a run's stream at the interrupt it pauses on (a resume streams on from there);
+        // an interrupt the run has since got past is just history.
+        if (
+          isInterruptEvent(event) &&
+          (await getRun(deps.db, run.tenant_id, run.run_id))?.status === 'interrupted'
+        ) {
+          break;
+        }
       }
       if (abort.signal.aborted) break;
     }
