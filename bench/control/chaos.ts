@@ -130,7 +130,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     try {
       const started = Date.now();
       const runs: Array<{ run_id: string; thread_id: string }> = [];
-      for (let i = 0; i < options.runs; i++) {
+      const create = async () => {
         const res = await fetch(`${c.url}/runs`, {
           method: 'POST',
           headers: { 'content-type': 'application/json' },
@@ -142,21 +142,50 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         const text = await res.text();
         if (res.status !== 200) throw new Error(`create answered ${res.status}: ${text}`);
         runs.push(JSON.parse(text) as { run_id: string; thread_id: string });
-      }
+      };
+      // Eight creates in flight: a burst, as a client fleet would send it.
+      let next = 0;
+      await Promise.all(
+        Array.from({ length: 8 }, async () => {
+          while (next < options.runs) {
+            next++;
+            await create();
+          }
+        }),
+      );
       log(`created ${runs.length} runs in ${Date.now() - started} ms`);
 
-      // The killer: a random worker, SIGKILL, restart (another may be down meanwhile: that's the point).
+      // The killer: a random started worker, SIGKILL, restart (another may be down meanwhile: that's the
+      // point). A worker still starting is left alone, and a restart that fails is tried again.
+      const restarting = new Set<number>();
+      const restart = async (index: number): Promise<void> => {
+        restarting.add(index);
+        try {
+          for (let tries = 1; ; tries++) {
+            try {
+              await c.restartWorker(index);
+              return;
+            } catch (err) {
+              log(`restart of worker ${index} failed (try ${tries}): ${String(err).split('\n')[0]}`);
+              if (tries >= 5) throw err;
+            }
+          }
+        } finally {
+          restarting.delete(index);
+        }
+      };
+      const restarts: Array<Promise<void>> = [];
       const killer = (async () => {
         while (!stopKilling) {
           await new Promise((r) => setTimeout(r, killMin + Math.random() * (killMax - killMin)));
           if (stopKilling) break;
-          const alive = c.workers.filter((w) => w.proc.isRunning());
+          const alive = c.workers.filter((w) => w.proc.isRunning() && !restarting.has(w.index));
           const victim = alive[Math.floor(Math.random() * alive.length)];
           if (victim === undefined) continue;
           await c.killWorker(victim.index);
           kills++;
           log(`killed worker ${victim.index} (pid ${victim.pid}); ${kills} kills`);
-          void c.restartWorker(victim.index).catch((err: unknown) => log(`restart failed: ${String(err)}`));
+          restarts.push(restart(victim.index));
         }
       })();
 
@@ -175,6 +204,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       }
       stopKilling = true;
       await killer;
+      await Promise.allSettled(restarts);
       const duration = Date.now() - started;
 
       // Evidence: outputs and attempts from the runs, commit attempts from the step events, marks from the file.
