@@ -62,6 +62,8 @@ interface Ids {
   /** A pending interrupt of A's (on `askThread`). */
   interrupt: string;
   askThread: string;
+  /** A dead letter of A's (a run whose worker kept dying). */
+  deadRun: string;
 }
 
 interface Attack {
@@ -283,6 +285,19 @@ const CASES: Case[] = [
     route: 'GET /runs/:run_id/stream',
     attack: (i) => ({ method: 'GET', path: `/runs/${i.liveRun}/stream` }),
   },
+  // The Agent Protocol thread stream: SSE, and the WebSocket's GET (refused before any upgrade).
+  {
+    route: 'POST /threads/:thread_id/stream',
+    attack: (i) => ({
+      method: 'POST',
+      path: `/threads/${i.askThread}/stream`,
+      body: { channels: ['lifecycle', 'input'], since: 0 },
+    }),
+  },
+  {
+    route: 'GET /threads/:thread_id/stream',
+    attack: (i) => ({ method: 'GET', path: `/threads/${i.askThread}/stream` }),
+  },
 
   {
     route: 'POST /threads/:thread_id/events',
@@ -310,6 +325,29 @@ const CASES: Case[] = [
       path: `/approvals/${i.interrupt}`,
       body: { decision: 'approve', data: { pwned: true } },
     }),
+  },
+
+  // Dead letters.
+  {
+    route: 'GET /dead-letters',
+    attack: () => ({ method: 'GET', path: '/dead-letters?agent=notes&include_discarded=true' }),
+    expect: 'list',
+  },
+  {
+    route: 'GET /dead-letters/:run_id',
+    attack: (i) => ({ method: 'GET', path: `/dead-letters/${i.deadRun}` }),
+  },
+  {
+    route: 'POST /dead-letters/:run_id/redrive',
+    attack: (i) => ({
+      method: 'POST',
+      path: `/dead-letters/${i.deadRun}/redrive`,
+      body: { state: { pwned: true } },
+    }),
+  },
+  {
+    route: 'POST /dead-letters/:run_id/discard',
+    attack: (i) => ({ method: 'POST', path: `/dead-letters/${i.deadRun}/discard` }),
   },
 
   // Store.
@@ -446,6 +484,9 @@ describe.each(STORE_KINDS)('tenant isolation (%s)', (kind) => {
       await fetch(`${apiUrl}/approvals/${ids.interrupt}`, { headers: { 'x-api-key': keyA } })
     ).json(),
     threads: await a.threads.search({ limit: 100 }),
+    deadLetter: await (
+      await fetch(`${apiUrl}/dead-letters/${ids.deadRun}`, { headers: { 'x-api-key': keyA } })
+    ).json(),
   });
 
   beforeAll(async () => {
@@ -491,6 +532,15 @@ describe.each(STORE_KINDS)('tenant isolation (%s)', (kind) => {
     }
     const asked = (await a.threads.get(askThread.thread_id)).interrupts[asking.run_id]?.[0]?.id;
     if (asked === undefined) throw new Error('the asker run did not interrupt');
+    // A dead letter of A's, as the sweeper's crash-loop cap leaves one.
+    const deadThread = await a.threads.create({ metadata: { owner: MARKER } });
+    const doomed = await a.runs.create(deadThread.thread_id, 'notes', { input: { text: MARKER } });
+    await a.runs.join(deadThread.thread_id, doomed.run_id);
+    await db.query(
+      `UPDATE runs SET status = 'dead', error = '{"code": "attempts_exhausted", "type": "AttemptsExhausted",
+         "message": "died", "details": {"attempts": 5, "max_attempts": 5}}'::jsonb WHERE run_id = $1`,
+      [doomed.run_id],
+    );
     ids = {
       interrupt: asked,
       askThread: askThread.thread_id,
@@ -502,6 +552,7 @@ describe.each(STORE_KINDS)('tenant isolation (%s)', (kind) => {
       checkpoint: checkpoint.checkpoint_id ?? '',
       namespace: ['mem', MARKER],
       key: 'k1',
+      deadRun: doomed.run_id,
     };
     before = await snapshot();
   });
@@ -521,6 +572,7 @@ describe.each(STORE_KINDS)('tenant isolation (%s)', (kind) => {
     key: 'k1',
     interrupt: randomUUID(),
     askThread: randomUUID(),
+    deadRun: randomUUID(),
   });
 
   it('has an isolation case for every route the gateway serves', () => {
@@ -603,5 +655,8 @@ describe.each(STORE_KINDS)('tenant isolation (%s)', (kind) => {
   it("leaves A's objects exactly as they were", async () => {
     expect(await snapshot()).toEqual(before);
     expect(String((await a.runs.get(ids.liveThread, ids.liveRun)).status)).toBe('waiting');
+    expect(before).toMatchObject({
+      deadLetter: { run: { status: 'dead', discarded_at: null }, redrives: [] },
+    });
   });
 });

@@ -60,6 +60,11 @@ export interface ClusterOptions {
   auth?: 'none' | 'keys';
   /** Restart a gateway or worker that exits on its own (not through kill*() / stop()). */
   restart?: boolean;
+  /**
+   * Run the event plane on Redis: every process gets REDIS_URL and a key
+   * prefix (default: a fresh random one, so clusters sharing a Redis don't hear each other).
+   */
+  redis?: { url: string; prefix?: string };
   /** Extra environment for every hangar process (e.g. HANGAR_LEASE_MS). REDIS_URL etc. pass through. */
   env?: NodeJS.ProcessEnv;
   /** LOG_LEVEL of the hangar processes (default info). */
@@ -100,7 +105,7 @@ export interface Cluster {
   proxyPid: number;
   gateways: ClusterMember[];
   workers: ClusterMember[];
-  /** The environment a process on the cluster's database needs (DATABASE_URL, HANGAR_SCHEMA). */
+  /** The environment a process on the cluster needs (DATABASE_URL, HANGAR_SCHEMA, and REDIS_URL + HANGAR_REDIS_PREFIX with `redis`). */
   env: NodeJS.ProcessEnv;
   /** Headers that send a request through the proxy to gateway `i` (while it is up). */
   pinTo(i: number): Record<string, string>;
@@ -152,6 +157,12 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     ...process.env,
     LOG_LEVEL: options.logLevel ?? 'info',
     ...options.env,
+    ...(options.redis === undefined
+      ? {}
+      : {
+          REDIS_URL: options.redis.url,
+          HANGAR_REDIS_PREFIX: options.redis.prefix ?? `hangar:${schema}:${randomBytes(4).toString('hex')}:`,
+        }),
     DATABASE_URL: databaseUrl,
     HANGAR_SCHEMA: schema,
   };
@@ -319,7 +330,12 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       proxyPid: proxyProc.pid,
       gateways,
       workers,
-      env: { DATABASE_URL: databaseUrl, HANGAR_SCHEMA: schema },
+      env: {
+        DATABASE_URL: databaseUrl,
+        HANGAR_SCHEMA: schema,
+        ...(env.REDIS_URL === undefined ? {} : { REDIS_URL: env.REDIS_URL }),
+        ...(env.HANGAR_REDIS_PREFIX === undefined ? {} : { HANGAR_REDIS_PREFIX: env.HANGAR_REDIS_PREFIX }),
+      },
       pinTo: (i) => ({ [PIN_HEADER]: member(gateways, i).server ?? '' }),
       killGateway: (i, signal = 'SIGKILL') => kill(member(gateways, i), signal),
       killWorker: (i, signal = 'SIGKILL') => kill(member(workers, i), signal),

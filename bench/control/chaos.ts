@@ -119,6 +119,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       workers: workerCount,
       config: CHAOS_CONFIG,
       env: {
+        // Workers here die for reasons unrelated to the runs (the killer), as on preemptible nodes: a run
+        // that happens to be hit five times must not be dead-lettered by the crash-loop cap.
+        HANGAR_MAX_RUN_ATTEMPTS: '50',
         ...(options.leaseMs === undefined ? {} : { HANGAR_LEASE_MS: String(options.leaseMs) }),
         ...(options.concurrency === undefined
           ? {}

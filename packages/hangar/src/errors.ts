@@ -50,6 +50,18 @@ export const ERROR_CODES = {
   nondeterminism: run(false, "The agent's step sequence differs from the run's recorded history."),
   llm_not_configured: run(false, 'The agent called ctx.llm but no model is configured.'),
   step_timeout: run(true, 'A step ran longer than its timeout and was aborted.'),
+  retries_exhausted: run(
+    false,
+    'A step failed on every attempt its retry policy allows; the run is dead (redrive it from the dead-letter view).',
+  ),
+  budget_exceeded: run(
+    false,
+    'The run went over one of its limits (steps, tokens, cost or duration); details name the budget.',
+  ),
+  circuit_open: run(
+    true,
+    'A circuit breaker is open after repeated failures of a provider or tool; the step waits for it to half-open.',
+  ),
   invalid_agent_call: run(
     false,
     'The agent used the SDK wrongly (a step inside a step, a bad channel name, …).',
@@ -65,6 +77,10 @@ export const ERROR_CODES = {
   lease_lost: run(
     true,
     'The worker lost its lease on the run; another worker owns it now (never stored on a run).',
+  ),
+  attempts_exhausted: run(
+    false,
+    "The run's worker died in every attempt up to the crash-loop cap; the run is a dead letter.",
   ),
 } as const satisfies Record<string, ErrorCodeInfo>;
 
@@ -122,6 +138,9 @@ export interface RunErrorRecord {
 }
 
 export function toRunError(err: unknown): RunErrorRecord {
+  if (err instanceof CircuitOpenError) {
+    return { code: 'circuit_open', type: err.name, message: err.message, details: { breaker: err.breaker } };
+  }
   if (err instanceof HangarError) {
     const record: RunErrorRecord = { code: err.code, type: err.name, message: err.message };
     if (err.details !== undefined) record.details = err.details;
@@ -131,4 +150,50 @@ export function toRunError(err: unknown): RunErrorRecord {
     return { code: 'agent_error', type: err.name || err.constructor.name, message: err.message };
   }
   return { code: 'agent_error', type: typeof err, message: String(err) };
+}
+
+/**
+ * Thrown by agent code (or mapped from a provider's 4xx) for a failure that
+ * retrying cannot fix: the step fails at once and the run ends in `error`,
+ * whatever the retry policy allows.
+ *
+ * @example
+ * if (res.status === 404) throw new NonRetryableError(`repository ${repo} does not exist`);
+ */
+export class NonRetryableError extends Error {
+  override readonly name: string = 'NonRetryableError';
+}
+
+/**
+ * Thrown by agent code (or mapped from a provider's 429 `Retry-After`) to say
+ * when the step may be tried again: the next try waits at least `delayMs` (or
+ * until `Date`), durably, without holding a worker.
+ *
+ * @example
+ * if (res.status === 429) throw new RetryAfterError(Number(res.headers.get('retry-after')) * 1000);
+ */
+export class RetryAfterError extends Error {
+  override readonly name: string = 'RetryAfterError';
+  /** The earliest time the next try may start. */
+  readonly notBefore: Date;
+
+  constructor(delay: number | Date, message?: string, options?: { cause?: unknown }) {
+    const at = delay instanceof Date ? delay : new Date(Date.now() + Math.max(0, delay));
+    super(message ?? `retry after ${at.toISOString()}`, options);
+    this.notBefore = at;
+  }
+}
+
+/** A call refused by an open circuit breaker (worker/breakers.ts): retryable once it half-opens. */
+export class CircuitOpenError extends RetryAfterError {
+  override readonly name = 'CircuitOpenError';
+  constructor(
+    readonly breaker: string,
+    halfOpenAt: Date,
+  ) {
+    super(
+      halfOpenAt,
+      `circuit breaker "${breaker}" is open after repeated failures; the next call is allowed at ${halfOpenAt.toISOString()}`,
+    );
+  }
 }

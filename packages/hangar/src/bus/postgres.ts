@@ -1,7 +1,7 @@
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { EventEnvelope } from '../events/envelope.ts';
-import type { Bus, ThreadMessage, Unsubscribe } from './bus.ts';
+import type { Bus, PublishFence, ThreadMessage, Unsubscribe } from './bus.ts';
 import { MemoryBus } from './memory.ts';
 
 export interface PostgresBusOptions {
@@ -76,10 +76,11 @@ export class PostgresBus implements Bus {
     this.local.dispatchHintToAll();
   }
 
-  publishEvents(threadId: string, events: readonly EventEnvelope[]): void {
+  /** The fence applies to local subscribers; other processes only hear a hint and read the (fenced) log. */
+  publishEvents(threadId: string, events: readonly EventEnvelope[], fence?: PublishFence): void {
     const last = events[events.length - 1];
     if (last === undefined) return;
-    this.local.publishEvents(threadId, events);
+    this.local.publishEvents(threadId, events, fence);
     this.pendingHints.set(threadId, Math.max(last.seq, this.pendingHints.get(threadId) ?? 0));
     this.scheduleFlush();
   }

@@ -1,3 +1,4 @@
+import { call, fail } from './http.ts';
 import { type Flags, UsageError } from './main.ts';
 
 export const APPROVALS_HELP = `  hangar approvals list [--status pending|answered|expired|cancelled|all] [--agent <name>]
@@ -80,22 +81,4 @@ export async function runApprovalsCommand(command: Command, flags: Flags): Promi
     `hangar: ${decision === 'approve' ? 'approved' : 'rejected'} ${answered.interrupt_id}; run ${answered.run_id} resumes\n`,
   );
   return 0;
-}
-
-async function call(url: string, init: RequestInit): Promise<{ status: number; body: unknown }> {
-  let res: Response;
-  try {
-    res = await fetch(url, init);
-  } catch (err) {
-    throw new Error(
-      `cannot reach a Hangar server at ${new URL(url).origin} (${(err as Error).cause ?? err}); pass --url`,
-    );
-  }
-  return { status: res.status, body: await res.json().catch(() => ({})) };
-}
-
-function fail(status: number, body: unknown): number {
-  const error = (body ?? {}) as { error?: unknown; message?: unknown };
-  process.stderr.write(`hangar: ${status} ${String(error.error ?? '')}: ${String(error.message ?? '')}\n`);
-  return 1;
 }

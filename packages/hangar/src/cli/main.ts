@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../config/load.ts';
 import { APPROVALS_HELP, runApprovalsCommand } from './approvals.ts';
+import { DEAD_LETTERS_HELP, runDeadLettersCommand } from './dead-letters.ts';
 import { KEYS_HELP, runKeysCommand } from './keys.ts';
 import { runClientCommand } from './run.ts';
 import { runServerCommand } from './serve.ts';
@@ -21,11 +22,12 @@ Usage:
                   Submits a run to a server and prints it (with --follow, its events until it ends).
 ${KEYS_HELP}
 ${APPROVALS_HELP}
+${DEAD_LETTERS_HELP}
 
 Environment: DATABASE_URL, HANGAR_SCHEMA, HANGAR_MODEL, HANGAR_LLM_BASE_URL, HANGAR_LLM_API_KEY,
 OPENAI_API_KEY, ANTHROPIC_API_KEY, HANGAR_LEASE_MS, HANGAR_WORKER_CONCURRENCY, HANGAR_IDEMPOTENCY_TTL_HOURS,
 HANGAR_AUTH, HANGAR_KEY_CACHE_SECONDS, HANGAR_MAX_PENDING_RUNS_PER_TENANT, HANGAR_MAX_PENDING_RUNS,
-HANGAR_KEY_RATE_LIMIT, HANGAR_KEY_RATE_BURST, HANGAR_MAX_STREAMS_PER_KEY, LOG_LEVEL.
+HANGAR_KEY_RATE_LIMIT, HANGAR_KEY_RATE_BURST, HANGAR_MAX_STREAMS_PER_KEY, HANGAR_MAX_RUN_ATTEMPTS, LOG_LEVEL.
 `;
 
 /** The CLI. Returns the exit code; user errors print one line, never a stack. */
@@ -46,6 +48,8 @@ export async function main(argv: string[]): Promise<number> {
       case 'approve':
       case 'reject':
         return await runApprovalsCommand(command, parseFlags(rest));
+      case 'dead-letters':
+        return await runDeadLettersCommand(parseFlags(rest));
       case undefined:
       case 'help':
       case '--help':
@@ -101,6 +105,7 @@ function parseFlags(args: string[]): Flags {
         agent: { type: 'string' },
         data: { type: 'string' },
         comment: { type: 'string' },
+        state: { type: 'string' },
       },
     });
     return { positionals, values };

@@ -4,9 +4,11 @@ import pino from 'pino';
 import type { Bus } from '../bus/bus.ts';
 import { MemoryBus } from '../bus/memory.ts';
 import { PostgresBus } from '../bus/postgres.ts';
+import { RedisBus } from '../bus/redis.ts';
 import { parseEnv } from '../config/env.ts';
 import { loadConfig } from '../config/load.ts';
 import { DEFAULT_BODY_LIMIT } from '../gateway/app.ts';
+import { parseAmounts, TENANT_NAME } from '../runs/concurrency.ts';
 import { startHangar } from '../runtime/start.ts';
 import { openStore } from '../runtime/store.ts';
 import type { LlmSettings } from '../sdk/llm.ts';
@@ -54,6 +56,7 @@ export async function runServerCommand(command: ServerCommand, flags: Flags): Pr
     ...((loaded.config.llm?.baseURL ?? env.HANGAR_LLM_BASE_URL) !== undefined
       ? { baseURL: loaded.config.llm?.baseURL ?? env.HANGAR_LLM_BASE_URL }
       : {}),
+    ...(loaded.config.pricing === undefined ? {} : { pricing: loaded.config.pricing }),
     apiKeys: {
       openai: env.OPENAI_API_KEY,
       anthropic: env.ANTHROPIC_API_KEY,
@@ -62,10 +65,23 @@ export async function runServerCommand(command: ServerCommand, flags: Flags): Pr
   };
   const worker = {
     ...(env.HANGAR_LEASE_MS === undefined ? {} : { leaseMs: env.HANGAR_LEASE_MS }),
+    ...(env.HANGAR_MAX_RUN_ATTEMPTS === undefined ? {} : { maxRunAttempts: env.HANGAR_MAX_RUN_ATTEMPTS }),
     concurrency: intFlag(flags, 'concurrency', env.HANGAR_WORKER_CONCURRENCY ?? 10, 1, 1000),
     // A `hangar worker` being replaced (rolling deploy, scale-in) lets each run finish its step;
     // `hangar dev` stops at once (its runs resume when it starts again).
     drainMs: env.HANGAR_DRAIN_MS ?? (command === 'worker' ? 10_000 : 0),
+    ...(env.HANGAR_TOKEN_COALESCE_MS === undefined ? {} : { coalesceMs: env.HANGAR_TOKEN_COALESCE_MS }),
+    // Concurrency control (docs/operations.md, Concurrency).
+    ...(env.HANGAR_WORKER_RESOURCES === undefined
+      ? {}
+      : { resources: parseAmounts(env.HANGAR_WORKER_RESOURCES, 'HANGAR_WORKER_RESOURCES') }),
+    ...(env.HANGAR_WORKER_MAX_RSS_MB === undefined ? {} : { maxRssMb: env.HANGAR_WORKER_MAX_RSS_MB }),
+    tenantLimit: env.HANGAR_TENANT_CONCURRENCY ?? null,
+    tenantLimits: parseAmounts(
+      env.HANGAR_TENANT_CONCURRENCY_OVERRIDES ?? '',
+      'HANGAR_TENANT_CONCURRENCY_OVERRIDES',
+      TENANT_NAME,
+    ),
   };
   const port = intFlag(flags, 'port', 8123, 0, 65535);
   const bodyLimitBytes = loaded.config.bodyLimitBytes ?? DEFAULT_BODY_LIMIT;
@@ -80,7 +96,8 @@ export async function runServerCommand(command: ServerCommand, flags: Flags): Pr
       : { maxAttempts: env.HANGAR_WEBHOOK_MAX_ATTEMPTS }),
     ...(env.HANGAR_WEBHOOK_TIMEOUT_MS === undefined ? {} : { timeoutMs: env.HANGAR_WEBHOOK_TIMEOUT_MS }),
     // A laptop's receiver is on localhost; a deployment's webhooks go out to the internet.
-    allowPrivateNetworks: (env.HANGAR_WEBHOOK_ALLOW_PRIVATE ?? (command === 'dev' ? 'true' : 'false')) === 'true',
+    allowPrivateNetworks:
+      (env.HANGAR_WEBHOOK_ALLOW_PRIVATE ?? (command === 'dev' ? 'true' : 'false')) === 'true',
   };
 
   const host = String(flags.values.host ?? (command === 'gateway' ? '0.0.0.0' : '127.0.0.1'));
@@ -113,9 +130,30 @@ export async function runServerCommand(command: ServerCommand, flags: Flags): Pr
         preparedStatements: env.HANGAR_PG_PREPARED === 'true',
         ...(schema === undefined ? {} : { schema }),
       });
-      const pgBus = new PostgresBus({ connectionString: url, schema: schema ?? 'public', logger });
-      bus = pgBus;
-      await pgBus.start();
+      if (env.REDIS_URL !== undefined) {
+        const redisBus = new RedisBus({
+          url: env.REDIS_URL,
+          prefix: env.HANGAR_REDIS_PREFIX ?? `hangar:${schema ?? 'public'}:`,
+          logger,
+          retention: {
+            ...(env.HANGAR_STREAM_RETENTION_ENTRIES === undefined
+              ? {}
+              : { entries: env.HANGAR_STREAM_RETENTION_ENTRIES }),
+            ...(env.HANGAR_STREAM_RETENTION_BYTES === undefined
+              ? {}
+              : { bytes: env.HANGAR_STREAM_RETENTION_BYTES }),
+            ...(env.HANGAR_STREAM_RETENTION_SECONDS === undefined
+              ? {}
+              : { ms: env.HANGAR_STREAM_RETENTION_SECONDS * 1000 }),
+          },
+        });
+        bus = redisBus;
+        await redisBus.start();
+      } else {
+        const pgBus = new PostgresBus({ connectionString: url, schema: schema ?? 'public', logger });
+        bus = pgBus;
+        await pgBus.start();
+      }
     }
     hangar = await startHangar({
       db,

@@ -26,6 +26,11 @@ const EnvSchema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Worker lease length in ms (crash → resume time is about this plus the sweep interval). */
   HANGAR_LEASE_MS: z.coerce.number().int().min(500).optional(),
+  /**
+   * The crash-loop cap: a run whose worker died (killed, out of memory, lost) in this many attempts
+   * ends `dead` (`attempts_exhausted`) instead of being re-queued again (default 5).
+   */
+  HANGAR_MAX_RUN_ATTEMPTS: z.coerce.number().int().min(1).max(1000).optional(),
   /** On SIGTERM, how long a `hangar worker` lets runs finish their current step before aborting them (default 10 s). */
   HANGAR_DRAIN_MS: z.coerce.number().int().min(0).max(3_600_000).optional(),
   /** How long the gateway remembers an `Idempotency-Key`, in hours (default 72). */
@@ -36,6 +41,49 @@ const EnvSchema = z.object({
     .optional(),
   /** Runs one worker executes at once. */
   HANGAR_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(1000).optional(),
+  /**
+   * A worker's capacity, `slots=10,browser=2`: a run takes its agent's `resources` (default one
+   * slot) and a worker claims only what fits. `slots` defaults to the worker's concurrency.
+   */
+  HANGAR_WORKER_RESOURCES: z
+    .string()
+    .regex(
+      /^\s*[a-z][a-z0-9_-]{0,31}\s*=\s*\d{1,6}\s*(,\s*[a-z][a-z0-9_-]{0,31}\s*=\s*\d{1,6}\s*)*$/,
+      'name=amount,…',
+    )
+    .optional(),
+  /** A worker stops claiming while its RSS is above this many MiB, and resumes below it (default: off). */
+  HANGAR_WORKER_MAX_RSS_MB: z.coerce.number().int().min(64).max(1_048_576).optional(),
+  /** Runs of one tenant running at once across all workers (default: no cap). Set it on every worker. */
+  HANGAR_TENANT_CONCURRENCY: z.coerce.number().int().min(1).max(100_000).optional(),
+  /** Per-tenant caps overriding HANGAR_TENANT_CONCURRENCY: `acme=50,trial=2`. */
+  HANGAR_TENANT_CONCURRENCY_OVERRIDES: z
+    .string()
+    .regex(/^\s*[^\s=,]{1,200}\s*=\s*\d{1,6}\s*(,\s*[^\s=,]{1,200}\s*=\s*\d{1,6}\s*)*$/, 'tenant=limit,…')
+    .optional(),
+  /** ctx.llm token deltas are coalesced into one event per this many ms (default 25; 0 = one event per delta). */
+  HANGAR_TOKEN_COALESCE_MS: z.coerce.number().int().min(0).max(1000).optional(),
+  /**
+   * Redis for the event plane (cross-process fan-out and each thread's recent events), e.g.
+   * `redis://127.0.0.1:6379`. Set it on every gateway and worker; unset, they use Postgres NOTIFY hints.
+   */
+  REDIS_URL: z
+    .string()
+    .regex(/^rediss?:\/\/\S+$/, 'a redis:// or rediss:// URL')
+    .optional(),
+  /** Prefix of every Redis key and channel (default `hangar:<schema>:`): deployments sharing a Redis differ here. */
+  HANGAR_REDIS_PREFIX: z.string().min(1).max(100).optional(),
+  /** Events a thread's Redis stream keeps (approximately; default 10000). */
+  HANGAR_STREAM_RETENTION_ENTRIES: z.coerce.number().int().min(1).max(1_000_000).optional(),
+  /** Bytes of event JSON a thread's Redis stream keeps (estimated; default 8 MiB). */
+  HANGAR_STREAM_RETENTION_BYTES: z.coerce.number().int().min(1024).max(1_073_741_824).optional(),
+  /** A thread's Redis stream expires this many seconds after its last event (default 3600). */
+  HANGAR_STREAM_RETENTION_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(30 * 24 * 3600)
+    .optional(),
   /**
    * HMAC-SHA256 key signing completion webhooks (`X-Hangar-Signature`). Set it on every gateway
    * and worker; unset, `webhook` is refused at create (`hangar dev` generates one per data dir).

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { type Agent, isAgent } from '../sdk/agent.ts';
-import type { ModelSpec } from '../sdk/llm.ts';
+import type { ModelPricing, ModelSpec } from '../sdk/llm.ts';
 
 /**
  * `hangar.config.ts`.
@@ -14,6 +14,11 @@ export interface HangarConfig {
   /** Agent modules (paths relative to the config file; their default export or any exported agent) or agents. */
   agents: Array<string | Agent>;
   llm?: { model?: ModelSpec; baseURL?: string };
+  /**
+   * USD per million tokens by model (`"openai:gpt-4o-mini"`), for the
+   * `maxCostUsd` budget (docs/agents.md). A model missing here costs nothing.
+   */
+  pricing?: ModelPricing;
   /** Largest accepted request body, in bytes (default 1 MiB). */
   bodyLimitBytes?: number;
 }
@@ -84,7 +89,24 @@ export async function loadConfig(configPath: string): Promise<LoadedConfig> {
     }
     for (const agent of new Set(found)) add(agent, modulePath);
   }
+  checkPricing(path, config.pricing);
   return { path, config, agents };
+}
+
+function checkPricing(path: string, pricing: unknown): void {
+  if (pricing === undefined) return;
+  const valid = (n: unknown) => typeof n === 'number' && Number.isFinite(n) && n >= 0;
+  if (typeof pricing !== 'object' || pricing === null || Array.isArray(pricing)) {
+    throw new ConfigError(`config file ${path}: "pricing" must map model names to prices`);
+  }
+  for (const [model, price] of Object.entries(pricing)) {
+    const p = price as { inputPerMTokUsd?: unknown; outputPerMTokUsd?: unknown } | null;
+    if (p === null || typeof p !== 'object' || !valid(p.inputPerMTokUsd) || !valid(p.outputPerMTokUsd)) {
+      throw new ConfigError(
+        `config file ${path}: pricing["${model}"] must be { inputPerMTokUsd, outputPerMTokUsd } (USD per million tokens)`,
+      );
+    }
+  }
 }
 
 function describe(err: unknown): string {

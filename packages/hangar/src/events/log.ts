@@ -136,3 +136,13 @@ export async function readEvents(
   );
   return res.rows.map(toEnvelope);
 }
+
+/** The seq of a thread's last event (0 before the first), or null when the thread does not exist. */
+export async function readLastSeq(db: Queryable, tenantId: string, threadId: string): Promise<number | null> {
+  const res = await db.query<{ last_seq: number }>(
+    'SELECT last_seq FROM threads WHERE thread_id = $1 AND tenant_id = $2',
+    [threadId, tenantId],
+  );
+  const row = res.rows[0];
+  return row === undefined ? null : Number(row.last_seq);
+}

@@ -1,3 +1,4 @@
+import websocket from '@fastify/websocket';
 import Fastify, {
   type FastifyBaseLogger,
   type FastifyInstance,
@@ -12,16 +13,24 @@ import { HangarError } from '../errors.ts';
 import { RunCreateBatcher } from '../runs/batcher.ts';
 import { DEFAULT_IDEMPOTENCY_TTL_MS, sweepExpiredKeys } from '../runs/idempotency.ts';
 import type { SqlClient } from '../store/sql.ts';
+import { type StreamSettings, streamSettings } from '../streaming/backpressure.ts';
+import { StreamRegistry } from '../streaming/registry.ts';
 import { Authenticator, type AuthMode } from './auth.ts';
 import { rejectDeepBodies, sendError, toHangarError } from './errors.ts';
 import { Admission, type LimitSettings } from './limits.ts';
 import { registerOpenApiRoutes, trackRoutes } from './openapi.ts';
 import { registerApprovalRoutes } from './routes/approvals.ts';
 import { registerAssistantRoutes } from './routes/assistants.ts';
+import { registerDeadLetterRoutes } from './routes/dead-letters.ts';
 import { registerRunRoutes } from './routes/runs.ts';
 import { registerSignalRoutes } from './routes/signals.ts';
 import { registerStoreRoutes } from './routes/store.ts';
 import { registerThreadOpsRoutes } from './routes/thread-ops.ts';
+import {
+  acceptSubprotocolKey,
+  registerThreadStreamRoutes,
+  selectSubprotocol,
+} from './routes/thread-stream.ts';
 import { registerThreadRoutes } from './routes/threads.ts';
 
 export interface GatewayOptions {
@@ -45,6 +54,8 @@ export interface GatewayOptions {
   keyCacheTtlMs?: number;
   /** Admission limits (see gateway/limits.ts); unset ones keep their defaults. */
   limits?: Partial<LimitSettings>;
+  /** Thread-stream backpressure, heartbeats and shutdown (streaming/backpressure.ts); unset ones come from `HANGAR_STREAM_*` or the defaults. */
+  streams?: Partial<StreamSettings>;
 }
 
 export interface GatewayDeps {
@@ -98,6 +109,14 @@ export function createGateway(options: GatewayOptions): {
     ...(options.keyCacheTtlMs === undefined ? {} : { keyCacheTtlMs: options.keyCacheTtlMs }),
   });
   const admission = new Admission(options.db, options.limits, (r) => auth.authOf(r)?.keyId ?? null);
+  const streams = { registry: new StreamRegistry(), settings: streamSettings(options.streams), root: app };
+  // A browser's WebSocket offers its key as a subprotocol: handed to authentication as a header.
+  app.addHook('onRequest', async (request) => acceptSubprotocolKey(request));
+  // An upgrade refused before the WebSocket plugin saw it (401, 403, 429 from the hooks below) holds
+  // a socket the HTTP server no longer tracks: closed once the refusal is sent, or close() would hang.
+  app.addHook('onResponse', async (request, reply) => {
+    if (request.headers.upgrade !== undefined && reply.statusCode !== 101) request.raw.socket?.destroy();
+  });
   // Before any route: authentication, then the per-key limits, run first on every request.
   auth.install(app);
   admission.install(app);
@@ -149,7 +168,27 @@ export function createGateway(options: GatewayOptions): {
   registerAssistantRoutes(app, deps);
   registerStoreRoutes(app, deps);
   registerApprovalRoutes(app, deps);
+  registerDeadLetterRoutes(app, deps);
   registerSignalRoutes(app, deps);
+  app.register(websocket, {
+    options: {
+      maxPayload: streams.settings.maxMessageBytes,
+      perMessageDeflate: false,
+      handleProtocols: selectSubprotocol,
+    },
+    // A client that vanishes mid-frame is routine for a long-lived socket: a warning, never the key.
+    errorHandler(err, socket, request) {
+      request.log.warn({ err }, 'thread stream socket error');
+      socket.terminate();
+    },
+    // Streams were told to reconnect by close(); whatever is left is cut.
+    preClose(done) {
+      for (const client of this.websocketServer.clients) client.terminate();
+      this.websocketServer.close();
+      done();
+    },
+  });
+  app.register(async (instance) => registerThreadStreamRoutes(instance, deps, streams));
   registerOpenApiRoutes(app);
 
   return {
@@ -157,6 +196,8 @@ export function createGateway(options: GatewayOptions): {
     auth,
     async close() {
       clearInterval(sweeper);
+      // Stream clients reconnect elsewhere (jittered) before the server stops.
+      await streams.registry.closeAll(streams.settings);
       shutdown.abort();
       await app.close();
     },

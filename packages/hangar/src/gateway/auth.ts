@@ -25,6 +25,7 @@ const READ_POSTS = new Set([
   'POST /threads/search',
   'POST /threads/count',
   'POST /threads/:/history',
+  'POST /threads/:/stream',
   'POST /threads/:/state/checkpoint',
   'POST /assistants/search',
   'POST /assistants/count',

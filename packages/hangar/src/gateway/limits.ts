@@ -9,7 +9,7 @@ import type { Queryable } from '../store/sql.ts';
  * - Pending runs, per tenant and over all tenants: a run create is refused
  *   while that many runs are `pending`. Each gateway counts the backlog in
  *   Postgres at most once a second per tenant (bounded by the limit, on the
- *   `runs_tenant_status` and `runs_claimable` indexes) and adds the creates it
+ *   `runs_tenant_status` and `runs_claimable_tenant` indexes) and adds the creates it
  *   admitted since, so the limit is soft: N gateways can overshoot it by what
  *   the others admitted within a second.
  * - Requests per API key: a token bucket per key **in each gateway replica**

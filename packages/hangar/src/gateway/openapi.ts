@@ -143,6 +143,10 @@ export function openApiDocument(version = '0.1.0'): Json & { paths: Record<strin
         name: 'approvals',
         description: 'Human in the loop: the interrupts runs wait on, and their answers.',
       },
+      {
+        name: 'dead-letters',
+        description: 'Runs that ended `dead`: inspect what killed them, then redrive or discard them.',
+      },
       { name: 'meta', description: 'Liveness, version and this document.' },
     ],
     paths,

@@ -11,8 +11,10 @@ import {
 } from '../assistants/schemas.ts';
 import type { ErrorCode } from '../errors.ts';
 import { StreamModeParam } from '../streaming/langgraph.ts';
+import { EventStreamRequest } from '../streaming/protocol.ts';
 import { routeAccess } from './auth.ts';
 import { ApprovalAnswerBody, ApprovalListQuery, ApprovalParams } from './routes/approvals.ts';
+import { DeadLetterListQuery, DeadLetterParams, RedriveBody } from './routes/dead-letters.ts';
 import { ThreadEventBody } from './routes/signals.ts';
 import {
   StoreDeleteBody,
@@ -75,10 +77,19 @@ export interface Operation {
   errors?: readonly ErrorCode[];
 }
 
-export type Tag = 'runs' | 'threads' | 'assistants' | 'agents' | 'store' | 'approvals' | 'meta';
+export type Tag =
+  | 'runs'
+  | 'threads'
+  | 'assistants'
+  | 'agents'
+  | 'store'
+  | 'approvals'
+  | 'dead-letters'
+  | 'meta';
 
 export interface Success {
-  status: 200 | 202 | 204;
+  /** `101`: a WebSocket upgrade. */
+  status: 101 | 200 | 202 | 204;
   description: string;
   /** `json` is any JSON value (a count, an item or `null`). */
   kind: 'json' | 'json-object' | 'json-array' | 'sse' | 'html' | 'none' | 'asset';
@@ -269,6 +280,35 @@ export const OPERATIONS: readonly Operation[] = [
     headers: [LAST_EVENT_ID],
     ok: { status: 200, description: 'The run events as Server-Sent Events.', kind: 'sse' },
     errors: ['not_found'],
+  },
+  {
+    method: 'POST',
+    path: '/threads/:thread_id/stream',
+    operationId: 'openThreadSseStream',
+    summary:
+      "The thread's events as Agent Protocol SSE: a filtered subscription (channels, namespaces, depth) from `since` or Last-Event-ID, outliving runs",
+    tag: 'threads',
+    params: ThreadParams,
+    body: { name: 'EventStreamRequest', schema: EventStreamRequest, required: true },
+    headers: [LAST_EVENT_ID],
+    ok: { status: 200, description: 'Agent Protocol events as Server-Sent Events.', kind: 'sse' },
+    errors: ['not_found', 'unavailable'],
+  },
+  {
+    method: 'GET',
+    path: '/threads/:thread_id/stream',
+    operationId: 'openThreadWebSocket',
+    summary:
+      'Upgrade to the Agent Protocol thread WebSocket: in-band commands (subscription.*, run.start, input.respond) and events (docs/streaming.md)',
+    tag: 'threads',
+    params: ThreadParams,
+    ok: {
+      status: 101,
+      description:
+        'Switching Protocols: the socket speaks the Agent Protocol framing (subprotocol `hangar.v1`).',
+      kind: 'none',
+    },
+    errors: ['not_found', 'unavailable'],
   },
   {
     method: 'POST',
@@ -699,6 +739,56 @@ export const OPERATIONS: readonly Operation[] = [
     params: ApprovalParams,
     body: { name: 'ApprovalAnswer', schema: ApprovalAnswerBody, required: true },
     ok: { status: 200, description: 'The answered approval.', kind: 'json-object' },
+    errors: ['not_found', 'conflict'],
+  },
+  // Dead letters (runs that ended `dead`: retries or the crash-loop cap exhausted).
+  {
+    method: 'GET',
+    path: '/dead-letters',
+    operationId: 'listDeadLetters',
+    summary: "The tenant's dead runs not yet discarded (include_discarded=true: all), by agent or thread",
+    tag: 'dead-letters',
+    query: DeadLetterListQuery,
+    ok: { status: 200, description: 'The dead letters, most recently dead first.', kind: 'json-array' },
+  },
+  {
+    method: 'GET',
+    path: '/dead-letters/:run_id',
+    operationId: 'getDeadLetter',
+    summary: 'A dead run: its error, attempts, step history, last checkpoint and redrives',
+    tag: 'dead-letters',
+    params: DeadLetterParams,
+    ok: {
+      status: 200,
+      description: '`{run, error, attempts, steps, checkpoint, redrives}`.',
+      kind: 'json-object',
+    },
+    errors: ['not_found'],
+  },
+  {
+    method: 'POST',
+    path: '/dead-letters/:run_id/redrive',
+    operationId: 'redriveDeadLetter',
+    summary:
+      'Send a dead run back to the queue ({input, state} patches optional); it resumes from its last checkpoint',
+    tag: 'dead-letters',
+    params: DeadLetterParams,
+    body: { name: 'Redrive', schema: RedriveBody, required: false },
+    ok: {
+      status: 200,
+      description: '`{run, redrive}`: the run, now pending, and the redrive record.',
+      kind: 'json-object',
+    },
+    errors: ['not_found', 'agent_not_found', 'input_invalid', 'conflict'],
+  },
+  {
+    method: 'POST',
+    path: '/dead-letters/:run_id/discard',
+    operationId: 'discardDeadLetter',
+    summary: 'Acknowledge a dead run: it leaves the list, is kept for audit and can no longer be redriven',
+    tag: 'dead-letters',
+    params: DeadLetterParams,
+    ok: { status: 200, description: 'The discarded dead letter.', kind: 'json-object' },
     errors: ['not_found', 'conflict'],
   },
   {

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { RUN_STATUSES } from '../runs/status.ts';
 import { WebhookUrl } from '../webhooks/url.ts';
+import { RunLimitsOverride } from '../worker/budgets.ts';
 
 export const Uuid = z.string().uuid();
 const JsonObject = z.record(z.string(), z.unknown());
@@ -16,6 +17,22 @@ const SmallJsonObject = JsonObject.refine(
   },
 );
 
+/** A run's budget override is checked at create time, so a bad one is a 4xx naming the field. */
+function checkRunLimits(config: Record<string, unknown>, ctx: z.RefinementCtx): void {
+  const configurable = config.configurable;
+  if (typeof configurable !== 'object' || configurable === null) return;
+  const limits = (configurable as Record<string, unknown>).hangar_limits;
+  if (limits === undefined || limits === null) return;
+  const parsed = RunLimitsOverride.safeParse(limits);
+  for (const issue of parsed.error?.issues ?? []) {
+    ctx.addIssue({
+      code: 'custom',
+      message: issue.message,
+      path: ['configurable', 'hangar_limits', ...issue.path.map(String)],
+    });
+  }
+}
+
 export const ThreadParams = z.object({ thread_id: Uuid });
 export const RunParams = z.object({ thread_id: Uuid, run_id: Uuid });
 
@@ -24,12 +41,20 @@ export const RunCreateBody = z.looseObject({
   assistant_id: z.string().min(1).max(200),
   input: z.unknown().optional(),
   metadata: SmallJsonObject.optional(),
-  config: SmallJsonObject.optional(),
+  /** Hangar: `configurable.hangar_limits` tightens the agent's budgets (worker/budgets.ts). */
+  config: SmallJsonObject.superRefine(checkRunLimits).optional(),
   kwargs: SmallJsonObject.optional(),
   run_id: Uuid.optional(),
   multitask_strategy: z.enum(['reject', 'interrupt', 'rollback', 'enqueue']).optional(),
   if_not_exists: z.enum(['create', 'reject']).optional(),
   priority: z.number().int().min(-1000).max(1000).optional(),
+  /** Hangar: runs of one key of a tenant run one at a time, or the agent's `concurrency.limit` at a time. */
+  concurrency_key: z
+    .string()
+    .min(1)
+    .max(200)
+    .refine((key) => !key.includes('\u0000'), { message: 'must not contain NUL' })
+    .optional(),
   /** Streaming creates only: what happens to the run when the client disconnects (default `continue`). */
   on_disconnect: z.enum(['cancel', 'continue']).optional(),
   /** POSTed the run when it ends (see docs/api.md, Webhooks). */

@@ -29,8 +29,8 @@ interface Pending {
  * statement fails (a client-chosen run id that is taken, say), each create of
  * the batch is retried on its own, so every request gets its own answer.
  *
- * Only creates without a thread, webhook or multitask effects come here; the
- * rest take `createRun` directly.
+ * Only creates without a thread, webhook, concurrency key or multitask effects
+ * come here; the rest take `createRun` directly.
  */
 export class RunCreateBatcher {
   private queue: Pending[] = [];
@@ -49,7 +49,7 @@ export class RunCreateBatcher {
 
   /** Whether a create can be batched: a new thread, nothing written beside the run and its thread. */
   static accepts(input: CreateRunInput): boolean {
-    return input.threadId === undefined && input.webhook === undefined;
+    return input.threadId === undefined && input.webhook === undefined && input.concurrency === undefined;
   }
 
   create(input: CreateRunInput): Promise<Run> {

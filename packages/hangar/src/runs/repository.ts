@@ -13,6 +13,7 @@ import {
 } from '../store/sql.ts';
 import { enqueueWebhook } from '../webhooks/repository.ts';
 import { type CancelRequest, type CancelRequestRow, cancelRun, requestFromRow } from './cancel.ts';
+import { type ClaimPolicy, claimParameters, claimSql, defaultPolicy } from './concurrency.ts';
 import type { MultitaskStrategy, RunStatus } from './status.ts';
 import type { ClaimedRun, Lease, Run } from './types.ts';
 
@@ -81,6 +82,8 @@ export interface CreateRunInput {
   kwargs?: Record<string, unknown>;
   multitaskStrategy?: MultitaskStrategy;
   priority?: number;
+  /** The key the run is counted by and how many of that key may run at once (runs/concurrency.ts). */
+  concurrency?: { key: string; limit: number };
   /** Create the thread if it does not exist (`if_not_exists: 'create'`). */
   createThread?: boolean;
   /** POSTed the run when it ends (webhooks/): the delivery is recorded in this transaction. */
@@ -196,9 +199,9 @@ export async function createRunInTx(tx: Queryable, input: CreateRunInput): Promi
   }
   const res = await tx.query<RunRow>(
     `INSERT INTO runs (run_id, tenant_id, thread_id, assistant_id, agent, input, config, metadata, kwargs,
-       multitask_strategy, priority, available_at)
+       multitask_strategy, priority, available_at, concurrency_key, concurrency_limit)
      VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8::jsonb, $9::jsonb, $10, $11,
-       CASE WHEN $12::boolean THEN 'infinity'::timestamptz ELSE now() END)
+       CASE WHEN $12::boolean THEN 'infinity'::timestamptz ELSE now() END, $13, $14)
      RETURNING ${RUN_COLUMNS}`,
     [
       runId,
@@ -213,6 +216,8 @@ export async function createRunInTx(tx: Queryable, input: CreateRunInput): Promi
       strategy,
       input.priority ?? 0,
       queued,
+      input.concurrency?.key ?? null,
+      input.concurrency?.limit ?? null,
     ],
   );
   const row = res.rows[0];
@@ -309,73 +314,89 @@ export interface ClaimOptions {
   livenessKey?: string | null;
   /** Only claim runs of these agents (the worker's loaded agents). */
   agents: readonly string[];
+  /**
+   * Caps, resources and free capacity (runs/concurrency.ts). Omitted: one
+   * slot per run, `limit` slots free, no caps.
+   */
+  policy?: ClaimPolicy;
+}
+
+export interface ClaimResult {
+  runs: ClaimedRun[];
+  /**
+   * The claim met caps it had never counted before and created their rows:
+   * runs held back by them are claimable at once (claim again).
+   */
+  countersCreated: boolean;
 }
 
 /**
- * Claims up to `limit` claimable runs in one statement: highest priority, then
- * oldest. Claimable means `pending`, or `waiting` whose `available_at` has
- * passed. Runs of one thread start one at a time in creation order: a run
- * created while its thread is busy waits with `available_at = infinity` until
- * the thread's run ends and its ending write releases the oldest one. The
- * conditional thread update is the safety net that keeps two runs of one
- * thread from running together: a run whose thread is held by another is
- * simply not claimed. `SKIP LOCKED` lets many workers claim at once without
- * waiting on each other. Each claimed run comes with its step history, so
- * starting it costs no further query.
+ * Claims up to `limit` claimable runs in one statement (runs/concurrency.ts
+ * claimSql): tenants take turns, within a tenant highest priority then oldest,
+ * within the caps and the worker's free capacity. Claimable means `pending`,
+ * or `waiting` whose `available_at` has passed. Runs of one thread start one
+ * at a time in creation order: a run created while its thread is busy waits
+ * with `available_at = infinity` until the thread's run ends and its ending
+ * write releases the oldest one. The conditional thread update is the safety
+ * net that keeps two runs of one thread from running together: a run whose
+ * thread is held by another is simply not claimed. `SKIP LOCKED` lets many
+ * workers claim at once without waiting on each other's runs. Each claimed
+ * run comes with its step history, so starting it costs no further query.
  */
 export async function claimRuns(
   db: Queryable,
   options: ClaimOptions & { limit: number },
 ): Promise<ClaimedRun[]> {
-  type ClaimRow = RunRow & CancelRequestRow & { history: StepHistoryRow[]; cancel_requested_at: Date | null };
-  const res = await db.query<ClaimRow>(
-    `WITH candidates AS (
-       -- Runs queued behind a busy thread wait with available_at = infinity, so every candidate
-       -- here is on a free thread (or holds its thread): a plain top-N over the claim index,
-       -- cheap whatever the table's statistics say.
-       SELECT r.run_id, r.thread_id FROM runs r
-       WHERE r.status IN ('pending', 'waiting') AND r.available_at <= now()
-         AND r.agent IN (SELECT jsonb_array_elements_text($1::jsonb))
-       ORDER BY r.priority DESC, r.available_at, r.created_at
-       LIMIT $4
-       FOR UPDATE OF r SKIP LOCKED
-     ), taken AS (
-       UPDATE threads t SET active_run_id = c.run_id, status = 'busy', updated_at = now()
-       FROM candidates c
-       WHERE t.thread_id = c.thread_id AND (t.active_run_id IS NULL OR t.active_run_id = c.run_id)
-       RETURNING c.run_id AS taken_run_id, t."values" AS thread_values
-     ), claimed AS (
-       UPDATE runs r SET status = 'running', lease_owner = $2, lease_lock = $5::bigint, lease_epoch = r.lease_epoch + 1,
-         lease_expires_at = now() + ($3::bigint * interval '1 millisecond'), attempt = r.attempt + 1,
-         base_values = COALESCE(r.base_values, taken.thread_values), started_at = COALESCE(r.started_at, now()),
-         updated_at = now()
-       FROM taken WHERE r.run_id = taken.taken_run_id
-       RETURNING r.*
-     )
-     SELECT ${RUN_COLUMNS}, cancel_requested_at, cancel_action, cancel_reason, cancelled_by,
-       (SELECT coalesce(jsonb_agg(jsonb_build_object('step_index', s.step_index, 'name', s.name, 'kind', s.kind,
-           'status', s.status, 'result', s.result, 'attempt', s.attempt, 'usage', s.usage, 'wake_at', s.wake_at)
-           ORDER BY s.step_index), '[]'::jsonb)
-        FROM steps s WHERE s.run_id = claimed.run_id) AS history
-     FROM claimed ORDER BY priority DESC, created_at`,
-    [json(options.agents), options.owner, options.leaseMs, options.limit, options.livenessKey ?? null],
-  );
-  return res.rows.map((row) => {
-    const run = toRun(row);
-    return {
-      run,
-      lease: {
-        runId: run.run_id,
-        threadId: run.thread_id,
-        tenantId: run.tenant_id,
-        owner: options.owner,
-        epoch: Number(row.lease_epoch),
-      },
-      baseValues: row.base_values ?? {},
-      history: row.history.map(toStepRecord),
-      cancel: row.cancel_requested_at === null ? null : requestFromRow(row),
+  return (await claimRunsWithPolicy(db, options)).runs;
+}
+
+const CLAIM_SQL = claimSql(RUN_COLUMNS);
+
+/** claimRuns, also saying whether the claim created cap rows (the worker claims again at once). */
+export async function claimRunsWithPolicy(
+  db: Queryable,
+  options: ClaimOptions & { limit: number },
+): Promise<ClaimResult> {
+  type ClaimRow = RunRow &
+    CancelRequestRow & {
+      history: StepHistoryRow[];
+      cancel_requested_at: Date | null;
+      counters_created: string | number;
     };
-  });
+  const params = claimParameters(options.policy ?? defaultPolicy(options.agents, options.limit));
+  // No agent fits what is free (a worker whose browsers are all taken, say): nothing to ask.
+  if (Object.keys(params.agents).length === 0 || options.limit <= 0)
+    return { runs: [], countersCreated: false };
+  const res = await db.query<ClaimRow>(CLAIM_SQL, [
+    json(params.agents),
+    options.owner,
+    options.leaseMs,
+    options.limit,
+    options.livenessKey ?? null,
+    params.tenantLimit,
+    json(params.tenantLimits),
+    json(params.free),
+    Object.keys(params.agents),
+  ]);
+  const runs = res.rows
+    .filter((row) => row.run_id !== null)
+    .map((row) => {
+      const run = toRun(row);
+      return {
+        run,
+        lease: {
+          runId: run.run_id,
+          threadId: run.thread_id,
+          tenantId: run.tenant_id,
+          owner: options.owner,
+          epoch: Number(row.lease_epoch),
+        },
+        baseValues: row.base_values ?? {},
+        history: row.history.map(toStepRecord),
+        cancel: row.cancel_requested_at === null ? null : requestFromRow(row),
+      };
+    });
+  return { runs, countersCreated: Number(res.rows[0]?.counters_created ?? 0) > 0 };
 }
 
 /** Claims one run (see claimRuns). */
@@ -421,31 +442,123 @@ export async function releaseRun(db: Queryable, lease: Lease): Promise<boolean> 
 }
 
 /**
+ * The crash-loop cap: a run whose worker died in this many attempts in a row
+ * (killed, OOM, lost) ends `dead` instead of being re-queued forever
+ * (`HANGAR_MAX_RUN_ATTEMPTS`). Drain hand-backs and suspensions give their
+ * attempt back, so they never count.
+ */
+export const DEFAULT_MAX_RUN_ATTEMPTS = 5;
+
+export interface SweepOptions {
+  /** Attempts a run may use before a dead worker's run ends `dead` (default DEFAULT_MAX_RUN_ATTEMPTS). */
+  maxAttempts?: number;
+  /**
+   * Filled by the sweep with what it dead-lettered: the runs, and their
+   * terminal events to publish once the statement has committed.
+   */
+  effects?: { dead: string[]; events: EventEnvelope[] };
+}
+
+/**
  * The sweeper: re-queues runs whose worker is gone — its lease expired (the
  * worker died or was partitioned), or the Postgres session that held its
  * liveness lock ended (the process died: its socket closed, so Postgres
  * dropped the session and the lock at once). The thread stays held by the
  * run, so it resumes before any other run of that thread. Returns the
  * re-queued run ids.
+ *
+ * A run that has used `maxAttempts` attempts is not re-queued: the same
+ * statement ends it `dead` (`attempts_exhausted`) as any terminal write ends a
+ * run — its terminal event logged, its thread freed and handed to the
+ * thread's oldest queued run (its webhook then goes out, as for any ended
+ * run). At most one run per thread is running, so each dead run bumps its own
+ * thread's seq once.
  */
-export async function requeueExpiredLeases(db: Queryable, limit = 100): Promise<string[]> {
-  const res = await db.query<{ run_id: string }>(
+export async function requeueExpiredLeases(
+  db: Queryable,
+  limit = 100,
+  options: SweepOptions = {},
+): Promise<string[]> {
+  type SweepRow = {
+    kind: 'requeued' | 'dead';
+    run_id: string;
+    thread_id: string | null;
+    seq: string | number | null;
+    event_id: string | null;
+    attempt: number | null;
+    ts: Date | string | null;
+    data: unknown;
+  };
+  const res = await db.query<SweepRow>(
     `WITH held AS (
        -- Session advisory locks on a bigint key show as classid (high half), objid (low half), objsubid 1.
        SELECT (l.classid::bigint << 32) | l.objid::bigint AS k FROM pg_locks l
        WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-     )
-     UPDATE runs SET status = 'pending', lease_owner = NULL, lease_lock = NULL, lease_expires_at = NULL,
-       available_at = now(), updated_at = now()
-     WHERE run_id IN (
-       SELECT run_id FROM runs WHERE status = 'running'
+     ), expired AS (
+       SELECT run_id, attempt >= $2::int AS exhausted FROM runs WHERE status = 'running'
          AND (lease_expires_at < now() OR (lease_lock IS NOT NULL AND lease_lock NOT IN (SELECT k FROM held)))
-       ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-     RETURNING run_id`,
-    [limit],
+       ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED
+     ), requeued AS (
+       UPDATE runs r SET status = 'pending', lease_owner = NULL, lease_lock = NULL, lease_expires_at = NULL,
+         available_at = now(), updated_at = now()
+       FROM expired e WHERE r.run_id = e.run_id AND NOT e.exhausted
+       RETURNING r.run_id
+     ), dead AS (
+       UPDATE runs r SET status = 'dead', lease_owner = NULL, lease_lock = NULL, lease_expires_at = NULL,
+         error = jsonb_build_object('code', 'attempts_exhausted', 'type', 'AttemptsExhausted',
+           'message', format('the worker died in each of the run''s %s attempts (cap: %s)', r.attempt, $2::int),
+           'details', jsonb_build_object('attempts', r.attempt, 'max_attempts', $2::int)),
+         finished_at = now(), updated_at = now()
+       FROM expired e WHERE r.run_id = e.run_id AND e.exhausted
+       RETURNING r.run_id, r.thread_id, r.tenant_id, r.attempt, r.error
+     ), counter AS (
+       UPDATE threads t SET last_seq = t.last_seq + 1,
+         status = CASE WHEN t.active_run_id = d.run_id THEN 'error' ELSE t.status END,
+         active_run_id = CASE WHEN t.active_run_id = d.run_id THEN NULL ELSE t.active_run_id END,
+         updated_at = now()
+       FROM dead d WHERE t.thread_id = d.thread_id
+       RETURNING t.thread_id, t.last_seq, d.run_id, d.tenant_id, d.attempt, d.error
+     ), released AS (
+       -- The thread as it was before this statement: free, or held by the dead run.
+       UPDATE runs q SET available_at = now(), updated_at = now()
+       WHERE q.run_id IN (
+         SELECT DISTINCT ON (o.thread_id) o.run_id FROM runs o JOIN dead d ON o.thread_id = d.thread_id
+         WHERE o.status = 'pending' AND o.available_at = 'infinity' AND o.run_id <> d.run_id
+           AND COALESCE((SELECT h.active_run_id FROM threads h WHERE h.thread_id = d.thread_id), d.run_id) = d.run_id
+         ORDER BY o.thread_id, o.created_at, o.run_id)
+       RETURNING q.run_id
+     ), logged AS (
+       INSERT INTO events (thread_id, seq, event_id, tenant_id, run_id, attempt, ts, channel, namespace, data)
+       SELECT c.thread_id, c.last_seq, gen_random_uuid(), c.tenant_id, c.run_id, c.attempt, now(), 'lifecycle',
+         '[]'::jsonb, jsonb_build_object('event', 'run.completed', 'status', 'dead', 'terminal', true, 'error', c.error)
+       FROM counter c
+       RETURNING thread_id, seq, event_id, run_id, attempt, ts, data
+     )
+     SELECT 'requeued' AS kind, run_id, NULL::uuid AS thread_id, NULL::bigint AS seq, NULL::uuid AS event_id,
+       NULL::int AS attempt, NULL::timestamptz AS ts, NULL::jsonb AS data FROM requeued
+     UNION ALL
+     SELECT 'dead', run_id, thread_id, seq, event_id, attempt, ts, data FROM logged`,
+    [limit, options.maxAttempts ?? DEFAULT_MAX_RUN_ATTEMPTS],
   );
-  return res.rows.map((r) => r.run_id);
+  const requeued: string[] = [];
+  for (const row of res.rows) {
+    if (row.kind === 'requeued') requeued.push(row.run_id);
+    if (row.kind !== 'dead' || row.thread_id === null || row.event_id === null) continue;
+    options.effects?.dead.push(row.run_id);
+    options.effects?.events.push({
+      seq: Number(row.seq),
+      event_id: row.event_id,
+      thread_id: row.thread_id,
+      run_id: row.run_id,
+      attempt: Number(row.attempt),
+      ts: new Date(row.ts ?? Date.now()).toISOString(),
+      channel: 'lifecycle',
+      namespace: [],
+      data: row.data,
+    });
+  }
+  return requeued;
 }
 
 /**
@@ -453,12 +566,19 @@ export async function requeueExpiredLeases(db: Queryable, limit = 100): Promise<
  * process that knows it is the sole user of the database (`hangar dev` holds
  * its data directory's lock): the runs it finds running belonged to a process
  * that died, and waiting out their leases would only delay the restart.
+ * Their leases are expired and the sweep does the rest, so the attempt cap
+ * holds here too: a run that kills the whole process on every attempt ends
+ * `dead` instead of looping across restarts.
  */
-export async function requeueAllRunning(db: Queryable): Promise<string[]> {
-  const res = await db.query<{ run_id: string }>(
-    `UPDATE runs SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, available_at = now(),
-       updated_at = now()
-     WHERE status = 'running' RETURNING run_id`,
-  );
-  return res.rows.map((r) => r.run_id);
+export async function requeueAllRunning(db: Queryable, options: SweepOptions = {}): Promise<string[]> {
+  await db.query(`UPDATE runs SET lease_expires_at = '-infinity' WHERE status = 'running'`);
+  const requeued: string[] = [];
+  for (;;) {
+    const effects = { dead: [] as string[], events: [] as EventEnvelope[] };
+    const batch = await requeueExpiredLeases(db, 500, { ...options, effects });
+    requeued.push(...batch);
+    options.effects?.dead.push(...effects.dead);
+    options.effects?.events.push(...effects.events);
+    if (batch.length + effects.dead.length < 500) return requeued;
+  }
 }

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { AgentRegistry } from '../assistants/registry.ts';
 import type { Bus } from '../bus/bus.ts';
+import type { EventEnvelope } from '../events/envelope.ts';
 import { createGateway, type GatewayOptions } from '../gateway/app.ts';
 import { requeueAllRunning } from '../runs/repository.ts';
 import type { Agent } from '../sdk/agent.ts';
@@ -69,9 +70,15 @@ export async function startHangar(options: StartOptions): Promise<RunningHangar>
   const { db, bus, logger } = options;
   if (options.migrate !== false) await migrate(db);
   if (options.recoverRunning === true) {
-    const recovered = await requeueAllRunning(db);
+    const effects = { dead: [] as string[], events: [] as EventEnvelope[] };
+    const recovered = await requeueAllRunning(db, {
+      ...(options.worker?.maxRunAttempts === undefined ? {} : { maxAttempts: options.worker.maxRunAttempts }),
+      effects,
+    });
     if (recovered.length > 0)
       logger.info({ run_ids: recovered }, 'resuming runs left running by the last process');
+    if (effects.dead.length > 0)
+      logger.warn({ run_ids: effects.dead }, 'runs whose process died in every attempt are dead letters now');
   }
   const registry = new AgentRegistry(options.agents);
   await registry.syncAssistants(db, 'default');

@@ -1,4 +1,8 @@
 import { z } from 'zod';
+import { checkAgentConcurrency } from '../runs/concurrency.ts';
+import { type Duration, toMs } from '../util/duration.ts';
+import type { RunLimits } from '../worker/budgets.ts';
+import { type RetryPolicy, resolveRetry } from '../worker/retry.ts';
 import type { RunContext } from './context.ts';
 
 const AGENT_BRAND = Symbol.for('hangar.agent');
@@ -12,6 +16,29 @@ export interface AgentSpec<I extends z.ZodType, O> {
   input: I;
   /** Validates the return value; a mismatch ends the run with `output_invalid`. */
   output?: z.ZodType<O>;
+  /**
+   * How a failed `ctx.step` / `ctx.llm.generate` is retried (durably, with
+   * exponential backoff and full jitter); a step's own `retry` overrides it.
+   * Default `{ maxAttempts: 3, initialDelayMs: 1000, maxDelayMs: 60000 }`.
+   */
+  retry?: Partial<RetryPolicy>;
+  /** Default timeout of each step (a step's `timeout` overrides it). Default: none. */
+  stepTimeout?: Duration;
+  /** The run's budgets; a run's `config.configurable.hangar_limits` can tighten them. */
+  limits?: RunLimits;
+  /**
+   * How many runs may run at once, across all workers (runs/concurrency.ts):
+   * `{ limit }` caps the agent's runs; `{ key, limit }` caps the runs of one
+   * key of a tenant instead (e.g. `key: (input) => input.repo`, one review
+   * per repository at a time). The key is computed when the run is created; a
+   * create body's `concurrency_key` overrides it.
+   */
+  concurrency?: { limit: number; key?: (input: z.output<I>) => string };
+  /**
+   * What one run takes from a worker's capacity (`HANGAR_WORKER_RESOURCES`),
+   * beside its slot: e.g. `{ browser: 1 }`. Default `{ slots: 1 }`.
+   */
+  resources?: Readonly<Record<string, number>>;
   /**
    * The agent's code. Between durable operations (`ctx.step`, `ctx.sleep`,
    * `ctx.llm`, …) it must be deterministic: on resume it runs again from the
@@ -51,7 +78,29 @@ export function defineAgent<I extends z.ZodType, O>(spec: AgentSpec<I, O>): Agen
     );
   }
   if (typeof spec.run !== 'function') throw new TypeError(`agent "${spec.name}": "run" must be a function`);
+  checkPolicies(spec);
+  checkAgentConcurrency(spec.name, spec.concurrency, spec.resources);
   return Object.freeze({ ...spec, [AGENT_BRAND]: true as const });
+}
+
+/** A wrong retry policy, timeout or limit fails at load time, not in the middle of a run. */
+function checkPolicies(spec: AgentSpec<z.ZodType, unknown>): void {
+  const fail = (problem: string) => {
+    throw new TypeError(`agent "${spec.name}": ${problem}`);
+  };
+  try {
+    resolveRetry(spec.retry);
+    if (spec.stepTimeout !== undefined) toMs(spec.stepTimeout, 'stepTimeout');
+    if (spec.limits?.maxDuration !== undefined) toMs(spec.limits.maxDuration, 'limits.maxDuration');
+  } catch (err) {
+    fail((err as Error).message);
+  }
+  for (const key of ['maxSteps', 'maxTokens', 'maxCostUsd'] as const) {
+    const value = spec.limits?.[key];
+    if (value !== undefined && (typeof value !== 'number' || !Number.isFinite(value) || value <= 0)) {
+      fail(`limits.${key} must be a positive number`);
+    }
+  }
 }
 
 /** Duck-typed so an app's own copy of zod v4 works too. */

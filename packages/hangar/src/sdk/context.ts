@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { Duration } from '../util/duration.ts';
+import type { RetryPolicy } from '../worker/retry.ts';
 import type { LlmRequest, LlmResult } from './llm.ts';
 
 /** What a step's function receives. */
@@ -20,8 +21,19 @@ export interface StepContext {
 }
 
 export interface StepOptions {
-  /** Abort the step (via its signal) and fail it after this long. */
+  /**
+   * Abort the step (via its signal) and fail it with `step_timeout` after this
+   * long (a retryable failure). Default: the agent's `stepTimeout`, else none.
+   */
   timeout?: Duration;
+  /** This step's retry policy, over the agent's `retry` (see `RetryPolicy`). */
+  retry?: Partial<RetryPolicy>;
+  /**
+   * Runs the step through the worker's circuit breaker of this name (e.g. the
+   * tool it calls): after repeated failures the breaker opens and the step
+   * fails fast with `circuit_open`, waiting durably until it half-opens.
+   */
+  breaker?: string;
 }
 
 /**
@@ -90,8 +102,8 @@ export interface RunContext {
   readonly agent: string;
   /**
    * The run's attempt number: 1 on first execution, +1 each time the run resumes
-   * after a lost worker. Waking from a durable sleep, or being handed back by a
-   * worker shutting down, keeps the number.
+   * after a lost worker. Waking from a durable sleep or a retry's backoff, or
+   * being handed back by a worker shutting down, keeps the number.
    */
   readonly attempt: number;
   /** Aborted when the run is cancelled or this worker loses the run. */

@@ -1,8 +1,9 @@
 import { createAnthropic } from '@ai-sdk/anthropic';
 import { createOpenAI } from '@ai-sdk/openai';
 import { createOpenAICompatible } from '@ai-sdk/openai-compatible';
+import { APICallError } from '@ai-sdk/provider';
 import { type LanguageModel, type ModelMessage, streamText } from 'ai';
-import { HangarError } from '../errors.ts';
+import { HangarError, NonRetryableError, RetryAfterError } from '../errors.ts';
 
 /**
  * A model: `"openai:gpt-4o-mini"`, `"anthropic:claude-sonnet-4-5"`,
@@ -17,7 +18,18 @@ export interface LlmSettings {
   /** Base URL for `compatible:` models (and to point `openai:` at a proxy). */
   baseURL?: string;
   apiKeys?: { openai?: string; anthropic?: string; compatible?: string };
+  /** Prices by model (`"openai:gpt-4o-mini"`), for the `maxCostUsd` budget (`pricing` in hangar.config.ts). */
+  pricing?: ModelPricing;
 }
+
+/**
+ * USD per million tokens, by model name as `provider:model` (what
+ * `LlmResult.model` says). A model missing here costs nothing in budgets.
+ *
+ * @example
+ * pricing: { 'openai:gpt-4o-mini': { inputPerMTokUsd: 0.15, outputPerMTokUsd: 0.6 } }
+ */
+export type ModelPricing = Record<string, { inputPerMTokUsd: number; outputPerMTokUsd: number }>;
 
 export interface LlmRequest {
   prompt?: string;
@@ -163,7 +175,7 @@ export async function streamCompletion(
   }
   if (streamError !== undefined) {
     sink({ event: 'error', message: errorMessage(streamError) });
-    throw streamError instanceof Error ? streamError : new Error(errorMessage(streamError));
+    throw providerFailure(streamError);
   }
   const usage = await result.totalUsage;
   const finishReason = await result.finishReason;
@@ -175,6 +187,44 @@ export async function streamCompletion(
   sink({ event: 'content-block-finish', index: 0, content: { type: 'text', text } });
   sink({ event: 'message-finish', reason: finishReason, usage: totals });
   return { text, finishReason, usage: totals, model: name };
+}
+
+/**
+ * A provider's failure with its retry meaning (worker/retry.ts): a 429 waits
+ * for its `Retry-After` (`retry-after-ms`, or `retry-after` in seconds or as a
+ * date), other 4xx but 408 cannot be fixed by retrying, 5xx, 408 and network
+ * errors are retried by the step's policy. The provider SDK retries nothing
+ * itself (`maxRetries: 0`), so retries don't multiply.
+ */
+export function providerFailure(err: unknown): Error {
+  if (!APICallError.isInstance(err)) return err instanceof Error ? err : new Error(errorMessage(err));
+  const status = err.statusCode;
+  const message = `${err.message}${status === undefined ? '' : ` (HTTP ${status})`}`;
+  if (status === 429) {
+    const at = retryAfter(err.responseHeaders ?? {});
+    return at === undefined ? err : new RetryAfterError(at, message, { cause: err });
+  }
+  if (status !== undefined && status >= 400 && status < 500 && status !== 408) {
+    return new NonRetryableError(message, { cause: err });
+  }
+  return err;
+}
+
+function retryAfter(headers: Record<string, string>): Date | undefined {
+  const header = (name: string) =>
+    Object.entries(headers)
+      .find(([key]) => key.toLowerCase() === name)?.[1]
+      ?.trim();
+  const ms = Number(header('retry-after-ms'));
+  if (header('retry-after-ms') !== undefined && Number.isFinite(ms) && ms >= 0) {
+    return new Date(Date.now() + ms);
+  }
+  const value = header('retry-after');
+  if (value === undefined) return undefined;
+  const seconds = Number(value);
+  if (value !== '' && Number.isFinite(seconds) && seconds >= 0) return new Date(Date.now() + seconds * 1000);
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? undefined : new Date(date);
 }
 
 function errorMessage(err: unknown): string {

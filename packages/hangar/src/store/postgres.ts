@@ -68,7 +68,9 @@ export class PostgresClient implements SqlClient {
       connectionString: options.connectionString,
       max: options.max ?? 10,
       application_name: options.applicationName ?? 'hangar',
-      options: `-c search_path=${this.schema}`,
+      // JIT off: Hangar's statements are short and many; compiling one (the claim's plan can cost
+      // enough to trigger it) takes far longer than running it.
+      options: `-c search_path=${this.schema} -c jit=off`,
     });
     // An idle client that loses its connection must not crash the process; the pool replaces it.
     this.pool.on('error', () => {});

@@ -234,7 +234,7 @@ describe.each(STORE_KINDS)('SqlClient contract: %s', (kind) => {
     expect(versions.length).toBeGreaterThan(0);
     const [first, second] = await Promise.all([migrate(db), migrate(db)]);
     // Exactly one of the two concurrent migrators applied each migration.
-    expect([...(first ?? []), ...(second ?? [])].sort()).toEqual(versions);
+    expect([...(first ?? []), ...(second ?? [])].sort((a, b) => a - b)).toEqual(versions);
     expect(await migrate(db)).toEqual([]);
     const recorded = await db.query<{ version: number }>(
       'SELECT version FROM schema_migrations ORDER BY version',

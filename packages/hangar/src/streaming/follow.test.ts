@@ -1,13 +1,16 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { ThreadMessage, Unsubscribe } from '../bus/bus.ts';
 import { MemoryBus } from '../bus/memory.ts';
+import { RedisBus } from '../bus/redis.ts';
 import type { EventEnvelope, LifecycleData, PendingEvent } from '../events/envelope.ts';
 import { appendEvents, readEvents } from '../events/log.ts';
 import type { Queryable, QueryResult } from '../store/sql.ts';
-import { createTestStore, STORE_KINDS, type TestStore } from '../testing/db.ts';
+import { createTestPostgres, createTestStore, STORE_KINDS, type TestStore } from '../testing/db.ts';
+import { testLogger } from '../testing/logger.ts';
 import { createThread } from '../threads/repository.ts';
-import { type FollowOptions, followThread } from './follow.ts';
+import { type FollowOptions, FollowReset, followThread } from './follow.ts';
 
 const TENANT = 'default';
 /** Long enough that no test is ever served by the poll: what arrives came from the bus or a gap refill. */
@@ -330,6 +333,25 @@ describe.each(STORE_KINDS)('followThread on %s', (kind) => {
     expect(await take(it, 1)).toEqual(next);
   });
 
+  it('signals a reset, before any event, for a position beyond the end of the log', async () => {
+    const thread = await newThread();
+    const written = await append(thread, custom(3));
+    const { it } = follow(thread, 100, { signalReset: true });
+    const failure = await it.next().then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(failure).toBeInstanceOf(FollowReset);
+    expect(failure).toMatchObject({ reason: 'ahead_of_log', position: 100, lastSeq: 3 });
+    expect(bus.open).toBe(0);
+    // The log's end itself is a valid position: the follower waits there for what comes next.
+    const atEnd = follow(thread, 3, { signalReset: true });
+    const pending = atEnd.it.next();
+    const next = await append(thread, custom(1, 'next'));
+    expect((await pending).value).toEqual(next[0]);
+    expect(seqs(written)).toEqual([1, 2, 3]);
+  });
+
   it('ends, and unsubscribes, when aborted while waiting', async () => {
     const thread = await newThread();
     const { it, controller } = follow(thread, 0);
@@ -341,5 +363,186 @@ describe.each(STORE_KINDS)('followThread on %s', (kind) => {
     controller.abort();
     expect(await waiting).toEqual({ done: true, value: undefined });
     expect(bus.open).toBe(0);
+  });
+});
+
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+describe('followThread on the Redis event plane', () => {
+  let store: TestStore;
+  let db: CountingDb;
+  let bus: RedisBus;
+  let prefix: string;
+  let admin: Redis;
+  let streams: AbortController[];
+
+  beforeAll(async () => {
+    store = await createTestPostgres();
+    admin = new Redis(REDIS_URL);
+  });
+
+  afterAll(async () => {
+    admin?.disconnect();
+    await store?.dispose();
+  });
+
+  beforeEach(async () => {
+    db = new CountingDb(store.db);
+    prefix = `hangar:test:${randomBytes(6).toString('hex')}:`;
+    bus = new RedisBus({ url: REDIS_URL, prefix, logger: testLogger() });
+    await bus.start();
+    streams = [];
+  });
+
+  afterEach(async () => {
+    for (const controller of streams) controller.abort();
+    await bus.close();
+    await dropKeys();
+  });
+
+  /** Loses this test's Redis state, as a flush or a restart would (the shared Redis is never flushed). */
+  async function dropKeys(): Promise<void> {
+    const keys = await admin.keys(`${prefix}*`);
+    if (keys.length > 0) await admin.del(...keys);
+  }
+
+  async function newThread(): Promise<string> {
+    return (await createThread(store.db, { tenantId: TENANT })).thread_id;
+  }
+
+  function follow(threadId: string, afterSeq: number, options: Partial<FollowOptions> = {}) {
+    const controller = new AbortController();
+    streams.push(controller);
+    return followThread({
+      db,
+      bus,
+      tenantId: TENANT,
+      threadId,
+      afterSeq,
+      signal: controller.signal,
+      pollMs: NO_POLL_MS,
+      ...options,
+    });
+  }
+
+  /** Commits like a worker, then publishes unless told the publish was lost. */
+  async function append(threadId: string, count: number, options: { publish?: boolean } = {}) {
+    const written = await store.db.transaction((tx) =>
+      appendEvents(
+        tx,
+        { tenantId: TENANT, threadId, runId: null, attempt: 1 },
+        Array.from({ length: count }, (_, i) => ({ channel: 'custom', data: { i } })),
+      ),
+    );
+    if (options.publish !== false) bus.publishEvents(threadId, written);
+    return written;
+  }
+
+  /** Waits until Redis holds the thread's stream up to `seq` (publishing is asynchronous). */
+  async function stored(threadId: string, seq: number): Promise<void> {
+    const deadline = Date.now() + 10_000;
+    while (((await bus.readTail(threadId, 0, 1))?.lastSeq ?? 0) < seq) {
+      if (Date.now() > deadline) throw new Error(`seq ${seq} never reached the Redis stream`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  it('catches up from the Postgres log where the Redis tail does not reach, then from the tail', async () => {
+    const thread = await newThread();
+    await append(thread, 5, { publish: false }); // older than the tail
+    await append(thread, 5);
+    await stored(thread, 10);
+    const log = await readEvents(store.db, TENANT, thread, { afterSeq: 0, limit: 100 });
+
+    const fromStart = follow(thread, 0, { pageSize: 3 });
+    expect(await take(fromStart, 10)).toEqual(log);
+    // Pages 1-3 and 4-6 came from the log, 7-10 from the tail.
+    expect(db.logReads).toBe(2);
+
+    const readsBefore = db.logReads;
+    const fromTail = follow(thread, 6);
+    expect(await take(fromTail, 4)).toEqual(log.slice(6));
+    expect(db.logReads).toBe(readsBefore);
+
+    const live = await append(thread, 2);
+    expect(await take(fromStart, 2)).toEqual(live);
+    expect(await take(fromTail, 2)).toEqual(live);
+  });
+
+  it('refills a gap in the live events from the log, delivering each event once, in order', async () => {
+    const thread = await newThread();
+    const it = follow(thread, 0);
+    const first = it.next();
+    const [one] = await append(thread, 1);
+    expect((await first).value).toEqual(one);
+    const lost = await append(thread, 2, { publish: false });
+    const seen = await append(thread, 2);
+    expect(seqs(await take(it, 4))).toEqual(range(2, 5));
+    expect(seqs([...lost, ...seen])).toEqual(range(2, 5));
+    const after = await append(thread, 1);
+    expect(await take(it, 1)).toEqual(after);
+  });
+
+  it('delivers everything when the Redis state is lost mid-follow', async () => {
+    const thread = await newThread();
+    const it = follow(thread, 0);
+    const first = it.next();
+    await append(thread, 1);
+    expect((await first).value?.seq).toBe(1);
+    await append(thread, 3);
+    await stored(thread, 4);
+    await dropKeys();
+    // A new stream generation starts at seq 6; seq 5's publish was lost with the old one.
+    await append(thread, 1, { publish: false });
+    await append(thread, 2);
+    expect(seqs(await take(it, 6))).toEqual(range(2, 7));
+    // A follower arriving now finds a tail that starts at 6, and reads the rest from the log.
+    const late = follow(thread, 0);
+    expect(seqs(await take(late, 7))).toEqual(range(1, 7));
+  });
+
+  it("serves nothing of another tenant's thread, neither from the tail nor live", async () => {
+    const thread = await newThread();
+    await append(thread, 3);
+    await stored(thread, 3);
+    const owner = follow(thread, 0);
+    const foreign = follow(thread, 0, { tenantId: 'someone-else' });
+    const foreignNext = foreign.next();
+    expect(seqs(await take(owner, 3))).toEqual([1, 2, 3]);
+    // Both followers are subscribed to the thread: a live batch reaches both handlers.
+    const live = await append(thread, 2);
+    expect(await take(owner, 2)).toEqual(live);
+    streams.at(-1)?.abort();
+    expect(await foreignNext).toEqual({ done: true, value: undefined });
+  });
+
+  it('serves a follower from the log alone while Redis is unreachable', async () => {
+    const thread = await newThread();
+    const written = await append(thread, 3, { publish: false });
+    const down = new RedisBus({ url: 'redis://127.0.0.1:1', prefix, logger: testLogger() });
+    await down.start();
+    try {
+      const controller = new AbortController();
+      streams.push(controller);
+      const it = followThread({
+        db,
+        bus: down,
+        tenantId: TENANT,
+        threadId: thread,
+        afterSeq: 0,
+        signal: controller.signal,
+        pollMs: 100,
+      });
+      expect(await take(it, 3)).toEqual(written);
+      // Nothing live can arrive: the poll of the log finds new events.
+      const more = await store.db.transaction((tx) =>
+        appendEvents(tx, { tenantId: TENANT, threadId: thread, runId: null, attempt: 1 }, [
+          { channel: 'custom', data: 'polled' },
+        ]),
+      );
+      expect(await take(it, 1)).toEqual(more);
+    } finally {
+      await down.close();
+    }
   });
 });

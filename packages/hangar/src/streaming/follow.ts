@@ -1,6 +1,6 @@
 import type { Bus, ThreadMessage } from '../bus/bus.ts';
 import { type EventEnvelope, isTerminalEvent } from '../events/envelope.ts';
-import { readEvents } from '../events/log.ts';
+import { readEvents, readLastSeq } from '../events/log.ts';
 import type { Queryable } from '../store/sql.ts';
 
 export interface FollowOptions {
@@ -14,7 +14,7 @@ export interface FollowOptions {
   runId?: string;
   signal: AbortSignal;
   pageSize?: number;
-  /** Re-read the log this often when the bus is silent (a lost hint costs latency, never events). */
+  /** Re-read the log this often when the bus is silent (a lost message costs latency, never events). */
   pollMs?: number;
   /**
    * Asked when the bus has been quiet for `pollMs` (with `runId`): true when
@@ -24,13 +24,42 @@ export interface FollowOptions {
   runEnded?: () => Promise<boolean>;
   /** Live messages held while the reader is busy; past this the log is re-read instead. */
   maxQueued?: number;
+  /**
+   * Check the position first: one the log cannot serve makes the stream throw
+   * a `FollowReset` before any event (the transports answer `reset` /
+   * `recovered: false`). Without it such a position waits for the log to reach it.
+   */
+  signalReset?: boolean;
 }
 
 /**
- * Follows a thread's event log from a position, with no gap and no duplicate:
- * subscribe to the bus first, then read the log after the position in pages,
- * then go live; a live event that does not continue the sequence (a gap, or a
- * hint from another process) sends the reader back to the log.
+ * The client's position cannot be served: it is beyond the end of the
+ * thread's log (a position from another thread or deployment, or made up).
+ * The log is append-only and never pruned, so an old position is always
+ * served; a client that gets this starts over from the position it is told.
+ */
+export class FollowReset extends Error {
+  readonly reason = 'ahead_of_log' as const;
+  constructor(
+    /** The position the client asked for. */
+    readonly position: number,
+    /** The log's last seq now: a valid position to restart from (0: from the beginning). */
+    readonly lastSeq: number,
+  ) {
+    super(`position ${position} is beyond the end of the thread's log (last seq ${lastSeq})`);
+    this.name = 'FollowReset';
+  }
+}
+
+/**
+ * Follows a thread's event log from a position, with no gap and no duplicate
+ * (docs/streaming.md, "Read path"): subscribe to the bus first; catch up from
+ * the bus's tail (the Redis stream) where it continues the position, else from
+ * the Postgres log in pages, and end the catch-up with a read of the log (the
+ * authority); then go live. Live events are merged by seq: an old one is
+ * dropped, one that does not continue the sequence (a gap) or a hint sends the
+ * reader back to the tail and the log. The bus being lost, flushed or
+ * restarted costs latency: the poll reads the log.
  */
 export async function* followThread(options: FollowOptions): AsyncGenerator<EventEnvelope> {
   const { db, bus, tenantId, threadId, runId, signal } = options;
@@ -53,23 +82,72 @@ export async function* followThread(options: FollowOptions): AsyncGenerator<Even
   const onAbort = () => wakeUp?.();
   signal.addEventListener('abort', onAbort);
   let last = options.afterSeq;
+  /** The tail's generation when last read: a new one means Redis lost it, so its end proves nothing. */
+  let generation: string | null | undefined;
+  /**
+   * The bus knows threads, not tenants: what it carries is used only once
+   * the thread is known to be the tenant's (the log reads filter by tenant).
+   */
+  let owned = false;
   const wanted = (event: EventEnvelope) => runId === undefined || event.run_id === runId;
+
+  /**
+   * The next events after `last`: the tail's, when its first continues the
+   * position (up to its first hole); else a page of the log. `done` says the
+   * source had nothing more after them.
+   */
+  async function nextPage(
+    fromTail: boolean,
+  ): Promise<{ events: EventEnvelope[]; done: boolean; source: 'tail' | 'log' }> {
+    if (fromTail && owned && bus.readTail !== undefined) {
+      const tail = await bus.readTail(threadId, last, pageSize);
+      if (tail !== undefined) {
+        const sameGeneration = generation === undefined || generation === tail.generation;
+        generation = tail.generation;
+        let run = 0;
+        while (run < tail.events.length && tail.events[run]?.seq === last + run + 1) run++;
+        if (run > 0) return { events: tail.events.slice(0, run), done: false, source: 'tail' };
+        if (tail.events.length === 0 && tail.lastSeq >= last && sameGeneration) {
+          return { events: [], done: true, source: 'tail' };
+        }
+      }
+    }
+    const page = await readEvents(db, tenantId, threadId, { afterSeq: last, limit: pageSize });
+    return { events: page, done: page.length < pageSize, source: 'log' };
+  }
+
   try {
-    let readLog = true;
+    const logEnd = await readLastSeq(db, tenantId, threadId);
+    owned = logEnd !== null;
+    if (options.signalReset === true && last > (logEnd ?? 0)) throw new FollowReset(last, logEnd ?? 0);
+    /** 'confirm': the catch-up ends only when the log itself has nothing more (connect, poll). */
+    let read: 'none' | 'refill' | 'confirm' = 'confirm';
     let finalRead = false;
     while (!signal.aborted) {
-      if (readLog || overflowed) {
-        readLog = false;
+      if (overflowed) {
         overflowed = false;
+        if (read === 'none') read = 'refill';
+      }
+      if (read !== 'none') {
+        const confirm = read === 'confirm';
+        read = 'none';
+        let fromTail = true;
         for (;;) {
-          const page = await readEvents(db, tenantId, threadId, { afterSeq: last, limit: pageSize });
-          for (const event of page) {
+          const { events, done, source } = await nextPage(fromTail);
+          for (const event of events) {
             last = event.seq;
             if (!wanted(event)) continue;
             yield event;
             if (runId !== undefined && isTerminalEvent(event)) return;
           }
-          if (page.length < pageSize || signal.aborted) break;
+          if (signal.aborted) break;
+          if (!done) continue;
+          // The tail says "nothing more"; when it must be sure, the log says so too.
+          if (source === 'tail' && confirm) {
+            fromTail = false;
+            continue;
+          }
+          break;
         }
         if (finalRead) return;
         continue;
@@ -85,19 +163,19 @@ export async function* followThread(options: FollowOptions): AsyncGenerator<Even
         });
         wakeUp = undefined;
         if (timedOut) {
-          readLog = true;
+          read = 'confirm';
           if (options.runEnded !== undefined && (await options.runEnded())) finalRead = true;
         }
         continue;
       }
-      if (message.kind === 'hint') {
-        if (message.lastSeq > last) readLog = true;
+      if (message.kind === 'hint' || !owned) {
+        if (message.kind === 'events' || message.lastSeq > last) read = 'refill';
         continue;
       }
       for (const event of message.events) {
         if (event.seq <= last) continue;
         if (event.seq !== last + 1) {
-          readLog = true;
+          read = 'refill';
           break;
         }
         last = event.seq;

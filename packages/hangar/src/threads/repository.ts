@@ -262,6 +262,32 @@ export async function deleteThread(db: SqlClient, tenantId: string, threadId: st
 }
 
 /**
+ * Merges `values` per key into the thread's values and records the result as
+ * a new checkpoint (a state update, or a redrive's state patch); the caller
+ * holds the thread.
+ */
+export async function mergeThreadValues(
+  tx: Queryable,
+  threadId: string,
+  values: Record<string, unknown>,
+  metadata: Record<string, unknown>,
+): Promise<{ checkpoint_id: string }> {
+  const res = await tx.query<{ checkpoint_id: string }>(
+    `WITH merged AS (
+       UPDATE threads SET "values" = "values" || $2::jsonb, updated_at = now()
+       WHERE thread_id = $1 RETURNING "values"
+     )
+     INSERT INTO thread_states (checkpoint_id, thread_id, parent_checkpoint_id, "values", metadata)
+     SELECT $3, $1,
+       (SELECT p.checkpoint_id FROM thread_states p WHERE p.thread_id = $1 ORDER BY p.created_at DESC LIMIT 1),
+       m."values", $4::jsonb
+     FROM merged m RETURNING checkpoint_id`,
+    [threadId, json(values), randomUUID(), json(metadata)],
+  );
+  return firstRow(res.rows);
+}
+
+/**
  * Shallow-merges `values` into the thread's values, as LangGraph's
  * `update_state` does for a dict state, and records the result as a new
  * checkpoint. Refused while a run is queued or active: the run's checkpoints
@@ -276,19 +302,7 @@ export async function updateThreadState(
   return db.transaction(async (tx) => {
     await lockIdleThread(tx, tenantId, threadId, 'update the state of');
     const metadata = { source: 'update', ...(update.asNode === undefined ? {} : { as_node: update.asNode }) };
-    const res = await tx.query<{ checkpoint_id: string }>(
-      `WITH merged AS (
-         UPDATE threads SET "values" = "values" || $2::jsonb, updated_at = now()
-         WHERE thread_id = $1 RETURNING "values"
-       )
-       INSERT INTO thread_states (checkpoint_id, thread_id, parent_checkpoint_id, "values", metadata)
-       SELECT $3, $1,
-         (SELECT p.checkpoint_id FROM thread_states p WHERE p.thread_id = $1 ORDER BY p.created_at DESC LIMIT 1),
-         m."values", $4::jsonb
-       FROM merged m RETURNING checkpoint_id`,
-      [threadId, json(update.values), randomUUID(), json(metadata)],
-    );
-    return firstRow(res.rows);
+    return mergeThreadValues(tx, threadId, update.values, metadata);
   });
 }
 

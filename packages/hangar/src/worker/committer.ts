@@ -9,7 +9,11 @@ export interface CommitterOptions {
   bus: Bus;
   lease: Lease;
   attempt: number;
-  /** How long emitted events may wait before they are written (coalescing window). */
+  /**
+   * The longest emitted events wait before a commit starts for them. In
+   * practice they wait less: an emit with no commit in flight is committed
+   * at once, and emits during a commit share the next one (group commit).
+   */
   flushMs: number;
   /** Buffered events above which `emit` waits for a flush (backpressure on chatty agents). */
   maxBuffered: number;
@@ -21,14 +25,20 @@ export type CommitRequest = Omit<CheckpointWrite, 'events'> & { events?: readonl
 /**
  * Every write a worker makes for one run attempt goes through here, one at a
  * time, each a single statement fenced by the lease epoch (runs/checkpoint.ts).
- * Emitted events wait in a buffer until the next flush (at most `flushMs`
- * later) or checkpoint, whichever comes first, so an event is durable no later
- * than the step's checkpoint commit. Events are published to the bus only
- * after their commit, in seq order.
+ * Emitted events are group-committed: with no commit in flight, the emits of
+ * the current turn of the event loop are committed at once; emits that arrive
+ * while a commit is in flight share the commit that follows it. A checkpoint
+ * takes whatever is buffered, so an event is durable no later than its step's
+ * checkpoint commit. Events are published to the bus (with the lease epoch as
+ * fence) only after their commit, in seq order.
  */
 export class RunCommitter {
   private buffer: PendingEvent[] = [];
   private chain: Promise<unknown> = Promise.resolve();
+  /** Commits queued or running. */
+  private inFlight = 0;
+  /** A flush of the buffer is queued (at the next turn, behind the commit in flight, or at `flushMs`). */
+  private flushQueued = false;
   private timer: NodeJS.Timeout | undefined;
   private failure: unknown;
 
@@ -43,13 +53,21 @@ export class RunCommitter {
     if (this.failure !== undefined) return Promise.reject(this.failure);
     this.buffer.push(event);
     if (this.buffer.length >= this.options.maxBuffered) return this.flush();
-    if (this.timer === undefined) {
-      this.timer = setTimeout(() => {
-        this.timer = undefined;
-        this.flush().catch(() => {});
-      }, this.options.flushMs);
+    if (!this.flushQueued) {
+      this.flushQueued = true;
+      // Idle: commit once this turn's emits are in. Busy: the commit in flight triggers the next.
+      if (this.inFlight === 0) setImmediate(() => this.flushBuffered());
+      this.timer = setTimeout(() => this.flushBuffered(), this.options.flushMs);
     }
     return Promise.resolve();
+  }
+
+  private flushBuffered(): void {
+    if (!this.flushQueued) return;
+    this.flushQueued = false;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.buffer.length > 0) this.flush().catch(() => {});
   }
 
   /** Writes buffered events now. */
@@ -59,17 +77,20 @@ export class RunCommitter {
 
   /** Queues a checkpoint behind the ones before it; resolves once it is committed and published. */
   commit(request: CommitRequest): Promise<void> {
+    this.inFlight++;
     const next = this.chain.then(() => this.commitNow(request));
-    this.chain = next.catch(() => {});
+    this.chain = next
+      .catch(() => {})
+      .finally(() => {
+        this.inFlight--;
+        // Emits that arrived during the commit(s) go out together now.
+        if (this.inFlight === 0) this.flushBuffered();
+      });
     return next;
   }
 
   private async commitNow(request: CommitRequest): Promise<void> {
     if (this.failure !== undefined) throw this.failure;
-    if (this.timer !== undefined) {
-      clearTimeout(this.timer);
-      this.timer = undefined;
-    }
     const events = this.buffer.concat(request.events ?? []);
     this.buffer = [];
     const { step, values, end } = request;
@@ -92,13 +113,14 @@ export class RunCommitter {
       this.failure = err;
       throw err;
     }
-    this.options.bus.publishEvents(lease.threadId, written);
+    this.options.bus.publishEvents(lease.threadId, written, { runId: lease.runId, epoch: lease.epoch });
   }
 
   /** Stops the flush timer; buffered events are dropped (the attempt is being abandoned). */
   dispose(): void {
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
+    this.flushQueued = false;
     this.buffer = [];
   }
 }

@@ -1,7 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { HangarError } from '../errors.ts';
+import { HangarError, isHangarError } from '../errors.ts';
 import { CHANNEL_PATTERN, type PendingEvent } from '../events/envelope.ts';
 import type { Lease } from '../runs/types.ts';
 import type {
@@ -17,13 +17,18 @@ import {
   type LlmRequest,
   type LlmResult,
   type LlmSettings,
+  modelName,
   resolveModel,
   streamCompletion,
 } from '../sdk/llm.ts';
 import type { StepKind, StepRecord, StepWrite } from '../steps/repository.ts';
 import { checkpointValue, jsonRoundTrip } from '../steps/serialize.ts';
 import { type Duration, toMs } from '../util/duration.ts';
+import type { BreakerRegistry } from './breakers.ts';
+import type { RunBudget } from './budgets.ts';
 import type { CommitRequest, RunCommitter } from './committer.ts';
+import { type RetryPolicy, resolveRetry } from './retry.ts';
+import { runTry, type TryHost } from './tries.ts';
 
 /**
  * Thrown through the agent's code when the run suspends itself (a durable
@@ -62,6 +67,15 @@ export interface ContextOptions {
   coalesceMs: number;
   /** Aborted when the worker drains (SIGTERM): the attempt ends at the next durable operation. */
   draining?: AbortSignal;
+  /** The agent's retry policy (a step's own overrides it) and default step timeout. */
+  retry?: Partial<RetryPolicy>;
+  stepTimeout?: Duration;
+  budget: RunBudget;
+  breakers: BreakerRegistry;
+  /** Told once when the run goes over a budget (execute.ts ends the attempt with the error). */
+  budgetExceeded: (err: HangarError) => void;
+  /** Reads where the run's partial output starts (runs/checkpoint.ts readDiscardBoundary). */
+  discardBoundary: () => Promise<{ afterSeq: number; discard: boolean }>;
 }
 
 /**
@@ -72,6 +86,11 @@ export class DrainSignal extends Error {
   constructor() {
     super('the worker is draining; the run is handed back at this step boundary');
   }
+}
+
+/** What a ctx call returns once the run is over budget: the attempt is ending, the agent waits for it. */
+function parked(): Promise<never> {
+  return new Promise<never>(() => {});
 }
 
 /** Step results are stored wrapped, so `undefined` replays as `undefined`. */
@@ -100,6 +119,13 @@ export class WorkerRunContext implements RunContext {
 
   /** Set when a durable operation refused to start because the worker drains (agent code may catch the signal). */
   drained = false;
+  /**
+   * Set when the run went over a budget (agent code may catch the error; the
+   * run still ends with it).
+   */
+  budgetError: HangarError | undefined;
+  /** What the retry machinery (tries.ts) needs of this attempt. */
+  private readonly host: TryHost;
 
   constructor(private readonly options: ContextOptions) {
     this.recorded = new Map(options.history.map((r) => [r.index, r]));
@@ -116,6 +142,20 @@ export class WorkerRunContext implements RunContext {
       update: (patch) => this.setValues({ ...this.values, ...patch }),
     };
     this.llm = { generate: (name, request) => this.generate(name, request) };
+    this.host = {
+      runId: this.runId,
+      attempt: this.attempt,
+      signal: this.signal,
+      log: this.log,
+      committer: options.committer,
+      breakers: options.breakers,
+      discardBoundary: options.discardBoundary,
+      suspended: () => this.suspension !== undefined,
+      suspend: (until) => {
+        this.suspension = { until };
+        throw new SuspendSignal(until);
+      },
+    };
   }
 
   /** Set when the run suspended itself during this attempt. */
@@ -128,60 +168,64 @@ export class WorkerRunContext implements RunContext {
     return this.nextIndex;
   }
 
+  /**
+   * The run went over a budget: the attempt ends with `err` (execute.ts races
+   * it against the agent). Agent code that catches the error cannot go on:
+   * its next ctx call never settles (a loop that swallowed errors would
+   * otherwise spin on rejected calls and starve the process).
+   */
+  exceedBudget(err: HangarError): void {
+    if (this.budgetError !== undefined) return;
+    this.budgetError = err;
+    this.options.budgetExceeded(err);
+  }
+
   async step<T>(
     name: string,
     fn: (step: StepContext) => T | Promise<T>,
     options: StepOptions = {},
   ): Promise<T> {
+    if (this.budgetError !== undefined) return parked();
     const { index, record } = this.claim(name, 'step');
     if (record?.status === 'completed') return (record.result as Stored).v as T;
+    const timeout = options.timeout ?? this.options.stepTimeout;
     const startedAt = new Date();
-    const controller = new AbortController();
-    const onAbort = () => controller.abort(this.signal.reason);
-    this.signal.addEventListener('abort', onAbort, { once: true });
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      const execution = currentStep.run({ name }, async () =>
-        fn({ signal: controller.signal, attempt: this.attempt, idempotencyKey: `${this.runId}:${index}` }),
-      );
-      const value =
-        options.timeout === undefined
-          ? await execution
-          : await Promise.race([
-              execution,
-              new Promise<never>((_, reject) => {
-                const ms = toMs(options.timeout as Duration, `step "${name}" timeout`);
-                timer = setTimeout(() => {
-                  const err = new HangarError('step_timeout', `step "${name}" timed out after ${ms} ms`, {
-                    details: { step: name, timeout_ms: ms },
-                  });
-                  controller.abort(err);
-                  reject(err);
-                }, ms);
-              }),
-            ]);
-      this.throwIfSuspended();
-      const stored = checkpointValue(name, value);
-      await this.checkpoint(
-        {
-          index,
-          name,
-          kind: 'step',
-          status: 'completed',
-          result: { v: stored },
-          attempt: this.attempt,
-          startedAt,
-        },
-        [{ channel: 'updates', data: { [name]: stored ?? null } }],
-      );
-      return stored as T;
-    } finally {
-      if (timer !== undefined) clearTimeout(timer);
-      this.signal.removeEventListener('abort', onAbort);
-    }
+    const value = await runTry(
+      this.host,
+      {
+        index,
+        name,
+        kind: 'step',
+        failures: record?.status === 'failed' ? record.attempt : 0,
+        policy: resolveRetry(this.options.retry, options.retry),
+        timeoutMs: timeout === undefined ? undefined : toMs(timeout, `step "${name}" timeout`),
+        breaker: options.breaker,
+        startedAt,
+      },
+      (signal) =>
+        currentStep.run({ name }, async () =>
+          fn({ signal, attempt: this.attempt, idempotencyKey: `${this.runId}:${index}` }),
+        ),
+    );
+    this.throwIfSuspended();
+    const stored = checkpointValue(name, value);
+    await this.checkpoint(
+      {
+        index,
+        name,
+        kind: 'step',
+        status: 'completed',
+        result: { v: stored },
+        attempt: this.attempt,
+        startedAt,
+      },
+      [{ channel: 'updates', data: { [name]: stored ?? null } }],
+    );
+    return stored as T;
   }
 
   emit(channel: string, data: unknown): Promise<void> {
+    if (this.budgetError !== undefined) return parked();
     this.throwIfSuspended();
     if (typeof channel !== 'string' || !CHANNEL_PATTERN.test(channel)) {
       return Promise.reject(
@@ -206,6 +250,7 @@ export class WorkerRunContext implements RunContext {
   }
 
   async sleep(duration: Duration): Promise<void> {
+    if (this.budgetError !== undefined) return parked();
     const ms = toMs(duration, 'ctx.sleep duration');
     const { index, record } = this.claim('sleep', 'sleep');
     if (record?.status === 'completed') return;
@@ -238,6 +283,7 @@ export class WorkerRunContext implements RunContext {
   }
 
   async waitForEvent<T = unknown>(name: string, options: WaitForEventOptions = {}): Promise<T | null> {
+    if (this.budgetError !== undefined) return parked();
     const timeoutMs =
       options.timeout === undefined ? undefined : toMs(options.timeout, 'ctx.waitForEvent timeout');
     const match = options.match;
@@ -294,6 +340,7 @@ export class WorkerRunContext implements RunContext {
   }
 
   async interrupt<T = unknown>(payload: unknown, options: InterruptOptions<T> = {}): Promise<T> {
+    if (this.budgetError !== undefined) return parked();
     const timeoutMs =
       options.timeout === undefined ? undefined : toMs(options.timeout, 'ctx.interrupt timeout');
     const onTimeout = options.onTimeout ?? 'error';
@@ -378,23 +425,47 @@ export class WorkerRunContext implements RunContext {
   }
 
   private async generate(name: string, request: LlmRequest): Promise<LlmResult> {
+    if (this.budgetError !== undefined) return parked();
     const { index, record } = this.claim(name, 'llm');
     if (record?.status === 'completed') return (record.result as Stored).v as LlmResult;
     const startedAt = new Date();
     const model = resolveModel(request.model ?? this.options.llm.model, this.options.llm);
-    const result = await currentStep.run({ name }, () =>
-      streamCompletion(model, request, {
-        signal: this.signal,
-        // The lease epoch, not the attempt: a run handed back on shutdown keeps its attempt number, and
-        // the partial message of the interrupted execution must not share its id with the new one.
-        messageId: `${this.runId}:${index}:${this.options.lease.epoch}`,
-        coalesceMs: this.options.coalesceMs,
-        sink: (data) => {
-          this.options.committer.emit({ channel: 'messages', data }).catch(() => {});
-        },
-      }),
+    const timeout = this.options.stepTimeout;
+    const epoch = this.options.lease.epoch;
+    const result = await runTry(
+      this.host,
+      {
+        index,
+        name,
+        kind: 'llm',
+        failures: record?.status === 'failed' ? record.attempt : 0,
+        policy: resolveRetry(this.options.retry),
+        timeoutMs: timeout === undefined ? undefined : toMs(timeout, 'stepTimeout'),
+        // One breaker per model: a provider's outage opens it for every run on this worker.
+        breaker: `llm:${modelName(model)}`,
+        startedAt,
+      },
+      (signal) =>
+        currentStep.run({ name }, () =>
+          streamCompletion(model, request, {
+            signal,
+            // The lease epoch, not the attempt: a run handed back on shutdown (or retried after a
+            // backoff) keeps its attempt number, and the partial message of the interrupted execution
+            // must not share its id with the new one.
+            messageId: `${this.runId}:${index}:${epoch}`,
+            coalesceMs: this.options.coalesceMs,
+            sink: (data) => {
+              // The finished message is output a redo does not repeat: the fencing marker's anchor.
+              const opKey = data.event === 'message-finish' ? `llm:${index}:${epoch}` : undefined;
+              this.options.committer
+                .emit({ channel: 'messages', data, ...(opKey === undefined ? {} : { opKey }) })
+                .catch(() => {});
+            },
+          }),
+        ),
     );
     this.throwIfSuspended();
+    this.options.budget.record({ ...result.usage, model: result.model });
     await this.checkpoint({
       index,
       name,
@@ -459,6 +530,14 @@ export class WorkerRunContext implements RunContext {
         { details: { step_index: index, expected: record.name, actual: name } },
       );
     }
+    if (record?.status !== 'completed') {
+      try {
+        this.options.budget.check(index);
+      } catch (err) {
+        if (isHangarError(err, 'budget_exceeded')) this.exceedBudget(err);
+        throw err;
+      }
+    }
     return { index, record };
   }
 
@@ -469,10 +548,17 @@ export class WorkerRunContext implements RunContext {
     end?: CommitRequest['end'],
   ): Promise<void> {
     const state = this.takeState();
+    // A suspension's lifecycle event stays the last of the write; otherwise the step's events come first.
+    const written = end === undefined ? [...events, ...state.events] : [...state.events, ...events];
+    const last = written.at(-1);
+    if (last !== undefined) {
+      // The last event of a checkpoint is output a redo does not repeat: the fencing marker's anchor
+      // (runs/checkpoint.ts readDiscardBoundary). The epoch keeps the key unique per write.
+      written[written.length - 1] = { ...last, opKey: `ckpt:${step.index}:${this.options.lease.epoch}` };
+    }
     await this.options.committer.commit({
       step,
-      // A suspension's lifecycle event stays the last of the write; otherwise the step's events come first.
-      events: end === undefined ? [...events, ...state.events] : [...state.events, ...events],
+      events: written,
       ...(state.values === undefined ? {} : { values: state.values }),
       ...(end === undefined ? {} : { end }),
     });

@@ -91,6 +91,8 @@ describe.each(STORE_KINDS)('run errors (%s)', (kind) => {
     const agent = defineAgent({
       name: 'slowpoke',
       input: z.object({}),
+      // No retries: the timeout's own error ends the run (engine.retry.test.ts covers retried timeouts).
+      retry: { maxAttempts: 1 },
       async run(ctx) {
         await ctx.step(
           'slow',

@@ -139,6 +139,9 @@ describe.each(STORE_KINDS)('lease fencing in the engine (%s)', (kind) => {
     const worker = engine.startWorker(agent, { concurrency: 1, heartbeatMs: 100, leaseMs: 5_000 });
     const run = await engine.createRun(agent, {});
     await inSlow.promise;
+    // The run's start is committed at once (group commit): let that commit land first, or the
+    // sweeper in stealLease skips the row it holds locked.
+    await eventually('the run start to be logged', async () => (await lastSeq(run.thread_id)) >= 1);
     const stolen = await stealLease(run.run_id, agent.name);
     const takeoverSeq = await lastSeq(run.thread_id);
 

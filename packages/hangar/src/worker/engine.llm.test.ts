@@ -227,8 +227,10 @@ describe('ctx.llm (postgres)', () => {
 
   it('a stream error fails the run and is reported on the messages channel', async () => {
     const model = mockModel(['partial '], [{ type: 'error', error: new Error('provider overloaded') }]);
-    engine.startWorker(asker, { llm: { model } });
-    const run = await engine.createRun(asker, { question: 'q' });
+    // No retries: the provider's error ends the run (engine.retry.test.ts covers retried LLM calls).
+    const once = defineAgent({ ...asker, name: 'asker-once', retry: { maxAttempts: 1 } });
+    engine.startWorker(once, { llm: { model } });
+    const run = await engine.createRun(once, { question: 'q' });
     const done = await engine.waitForRun(run.run_id);
     expect(done.status).toBe('error');
     expect(done.error).toEqual({ code: 'agent_error', type: 'Error', message: 'provider overloaded' });

@@ -4,14 +4,19 @@ import { HangarError, isHangarError, toRunError } from '../errors.ts';
 import type { LifecycleData } from '../events/envelope.ts';
 import { matchSignals } from '../hitl/signals.ts';
 import { type CancelRequest, cancelledError, cancelledEvent, deleteRolledBack } from '../runs/cancel.ts';
+import { readDiscardBoundary } from '../runs/checkpoint.ts';
 import { releaseRun, renewLease } from '../runs/repository.ts';
 import type { ClaimedRun } from '../runs/types.ts';
 import type { Agent } from '../sdk/agent.ts';
 import type { LlmSettings } from '../sdk/llm.ts';
 import { jsonRoundTrip } from '../steps/serialize.ts';
 import type { SqlClient } from '../store/sql.ts';
+import { type BreakerRegistry, processBreakers } from './breakers.ts';
+import { budgetStatus, RunBudget, runLimits } from './budgets.ts';
 import { RunCommitter } from './committer.ts';
 import { SuspendSignal, WorkerRunContext } from './context.ts';
+import { storable } from './retry.ts';
+import { discardMarker, exhaustedSteps } from './tries.ts';
 
 export interface ExecuteDeps {
   db: SqlClient;
@@ -30,6 +35,8 @@ export interface ExecuteDeps {
   cancelChecks?: Map<string, () => void>;
   /** The worker's drain signal (SIGTERM): attempts stop at their next durable operation and hand the run back. */
   draining?: AbortSignal;
+  /** Circuit breakers (default: the process's, worker/breakers.ts). */
+  breakers?: BreakerRegistry;
 }
 
 /** Thrown into the attempt's await when the run is cancelled: the attempt stops waiting for the agent. */
@@ -46,7 +53,7 @@ class CancelSignal extends Error {
  * lease will expire and the sweeper re-queues the run.
  */
 export type ExecuteOutcome =
-  | { kind: 'finished'; status: 'success' | 'error' | 'cancelled' }
+  | { kind: 'finished'; status: 'success' | 'error' | 'cancelled' | 'dead' | 'timeout' }
   | { kind: 'suspended'; until: Date }
   | { kind: 'interrupted'; interruptId: string }
   | { kind: 'awaiting'; event: string }
@@ -133,8 +140,29 @@ export async function executeRun(
   deps.cancelChecks?.set(run.run_id, beatNow);
 
   const started = Date.now();
+  let deadline: NodeJS.Timeout | undefined;
   try {
     const history = claimed.history;
+    // maxDuration's timer, or a budget a ctx call found spent: the attempt ends with the budget error.
+    let overBudget: (err: HangarError) => void = () => {};
+    const budgetStop = new Promise<never>((_resolve, reject) => {
+      overBudget = reject;
+    });
+    budgetStop.catch(() => {});
+    // Limits are checked here too: an invalid run override ends the run before it does anything.
+    let limitsError: unknown;
+    let budget: RunBudget;
+    try {
+      budget = new RunBudget(
+        runLimits(agent.limits, run.config),
+        deps.llm.pricing ?? {},
+        history,
+        new Date(run.started_at ?? started),
+      );
+    } catch (err) {
+      limitsError = err;
+      budget = new RunBudget({}, {}, [], new Date(started));
+    }
     const ctx = new WorkerRunContext({
       lease,
       agent: run.agent,
@@ -147,9 +175,33 @@ export async function executeRun(
       llm: deps.llm,
       coalesceMs: deps.coalesceMs,
       ...(deps.draining === undefined ? {} : { draining: deps.draining }),
+      ...(agent.retry === undefined ? {} : { retry: agent.retry }),
+      ...(agent.stepTimeout === undefined ? {} : { stepTimeout: agent.stepTimeout }),
+      budget,
+      breakers: deps.breakers ?? processBreakers,
+      discardBoundary: () => readDiscardBoundary(deps.db, run.run_id),
+      budgetExceeded: (err) => {
+        controller.abort(err);
+        overBudget(err);
+      },
     });
+    // A run resumed after a crash or a re-queue may have logged output it will now redo: where it
+    // starts is read before this execution logs anything (its own start is an anchor).
+    const boundary =
+      history.length > 0 || run.attempt > 1 ? await readDiscardBoundary(deps.db, run.run_id) : undefined;
     const startEvent: LifecycleData = { event: 'run.started', status: 'running', attempt: run.attempt };
     await committer.emit({ channel: 'lifecycle', data: startEvent });
+    if (boundary?.discard === true) {
+      log.info({ after_seq: boundary.afterSeq }, 'resumed run: its partial output is discarded');
+      await committer.emit(discardMarker(ctx, boundary.afterSeq, 'resume'));
+    }
+    // maxDuration: wall time since the run first started, across attempts and waits.
+    if (budget.deadline !== undefined) {
+      deadline = setTimeout(
+        () => ctx.exceedBudget(budget.durationExceeded()),
+        Math.max(0, budget.deadline.getTime() - Date.now()),
+      );
+    }
 
     let output: unknown;
     try {
@@ -165,9 +217,13 @@ export async function executeRun(
         onCancel(claimed.cancel);
         throw new CancelSignal(claimed.cancel);
       }
+      if (limitsError !== undefined) throw limitsError;
+      budget.checkDuration();
       const running = agent.run(ctx, parsed.data);
       running.catch(() => {}); // After a cancel nobody awaits it; its writes are fenced.
-      output = await Promise.race([running, cancelled]);
+      output = await Promise.race([running, cancelled, budgetStop]);
+      // An agent that caught a budget error still ends with it.
+      if (ctx.budgetError !== undefined) throw ctx.budgetError;
       if (ctx.suspended !== undefined) throw new SuspendSignal(null);
       if (agent.output !== undefined) {
         const checked = agent.output.safeParse(output);
@@ -236,16 +292,32 @@ export async function executeRun(
         return { kind: 'released' };
       }
       if (stop.aborted) throw err;
-      const error = storable(toRunError(err));
-      log.error({ err, duration_ms: Date.now() - started }, 'run failed');
-      const end: LifecycleData = { event: 'run.completed', status: 'error', terminal: true, error };
+      // A budget ends the run even when the agent's code caught its error (or a step's abort).
+      const failure = ctx.budgetError ?? err;
+      const error = storable(toRunError(failure));
+      const status = isHangarError(failure, 'retries_exhausted')
+        ? 'dead'
+        : isHangarError(failure, 'budget_exceeded')
+          ? budgetStatus(failure)
+          : 'error';
+      log.error({ err: failure, status, duration_ms: Date.now() - started }, 'run failed');
+      const end: LifecycleData = { event: 'run.completed', status, terminal: true, error };
       const state = ctx.takeState();
+      const exhausted = isHangarError(failure) ? exhaustedSteps.get(failure) : undefined;
       await committer.commit({
-        events: [...state.events, { channel: 'lifecycle', data: end }],
+        events: [
+          ...state.events,
+          ...(isHangarError(failure, 'budget_exceeded')
+            ? [{ channel: 'lifecycle', data: { event: 'budget.exceeded', ...failure.details } }]
+            : []),
+          { channel: 'lifecycle', data: end },
+        ],
         ...(state.values === undefined ? {} : { values: state.values }),
-        end: { status: 'error', error },
+        // The exhausted step's failure (and its try count) stays on its row for the dead-letter view.
+        ...(exhausted === undefined ? {} : { step: exhausted }),
+        end: { status, error },
       });
-      return { kind: 'finished', status: 'error' };
+      return { kind: 'finished', status };
     }
     const end: LifecycleData = { event: 'run.completed', status: 'success', terminal: true, output };
     // Values events go before the terminal event: the terminal event is the last of the run.
@@ -266,6 +338,7 @@ export async function executeRun(
     return { kind: 'abandoned', error: err };
   } finally {
     clearInterval(beat);
+    if (deadline !== undefined) clearTimeout(deadline);
     deps.cancelChecks?.delete(run.run_id);
     stop.removeEventListener('abort', onStop);
     committer.dispose();
@@ -294,17 +367,4 @@ async function endCancelled(
   if (request.action === 'rollback') await deleteRolledBack(deps.db, runId);
   log.info({ action: request.action, reason: request.reason }, 'run cancelled');
   return { kind: 'finished', status: 'cancelled' };
-}
-
-/**
- * Postgres cannot store U+0000 in text or `jsonb`: an error message carrying one (a
- * decoded binary, a provider's raw response) would fail the final commit on every
- * attempt, and the run would never end.
- */
-function storable<T>(value: T): T {
-  return JSON.parse(
-    JSON.stringify(value, (_key, v: unknown) =>
-      typeof v === 'string' ? v.replaceAll('\u0000', '\uFFFD') : v,
-    ),
-  ) as T;
 }

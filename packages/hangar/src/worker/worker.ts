@@ -2,13 +2,27 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { Bus, Unsubscribe } from '../bus/bus.ts';
+import type { EventEnvelope } from '../events/envelope.ts';
 import { expireInterrupts } from '../hitl/repository.ts';
 import { matchSignals } from '../hitl/signals.ts';
-import { claimRuns, releaseRun, requeueExpiredLeases } from '../runs/repository.ts';
+import {
+  type AgentClaimRules,
+  agentResources,
+  fits,
+  type Resources,
+  workerCapacity,
+} from '../runs/concurrency.ts';
+import {
+  type ClaimResult,
+  claimRunsWithPolicy,
+  releaseRun,
+  requeueExpiredLeases,
+} from '../runs/repository.ts';
 import type { ClaimedRun } from '../runs/types.ts';
 import type { Agent } from '../sdk/agent.ts';
 import type { LlmSettings } from '../sdk/llm.ts';
 import type { SqlClient } from '../store/sql.ts';
+import type { BreakerRegistry } from './breakers.ts';
 import { type ExecuteOutcome, executeRun } from './execute.ts';
 import type { SessionLiveness } from './liveness.ts';
 
@@ -17,8 +31,17 @@ export interface WorkerOptions {
   bus: Bus;
   agents: ReadonlyMap<string, Agent>;
   logger: Logger;
-  /** Runs executed at once. */
+  /** Runs executed at once (the worker's `slots`, unless `resources` names them). */
   concurrency: number;
+  /** Capacity by resource, e.g. `{ slots: 10, browser: 2 }` (`HANGAR_WORKER_RESOURCES`); runs take their agent's `resources`. */
+  resources?: Resources;
+  /** Runs of one tenant running at once across all workers (`HANGAR_TENANT_CONCURRENCY`); per-tenant overrides in `tenantLimits`. */
+  tenantLimit?: number | null;
+  tenantLimits?: Readonly<Record<string, number>>;
+  /** Stop claiming while the process's RSS is above this many MiB (`HANGAR_WORKER_MAX_RSS_MB`); resume below. */
+  maxRssMb?: number;
+  /** How the process's RSS is read, in bytes (default `process.memoryUsage.rss`; tests pass their own). */
+  rssBytes?: () => number;
   /** Lease length; a dead worker's run resumes elsewhere within about this long (+ sweep interval). */
   leaseMs: number;
   heartbeatMs: number;
@@ -38,6 +61,10 @@ export interface WorkerOptions {
   drainMs?: number;
   /** Postgres-session liveness (worker/liveness.ts): a dead worker's runs resume without waiting out the lease. */
   liveness?: SessionLiveness;
+  /** Circuit breakers of LLM providers and tools (worker/breakers.ts); default: the process's. */
+  breakers?: BreakerRegistry;
+  /** The crash-loop cap: attempts after which the sweeper ends a dead worker's run `dead` (default 5). */
+  maxRunAttempts?: number;
 }
 
 export const WORKER_DEFAULTS = {
@@ -70,14 +97,70 @@ export class Worker {
   /** Per running run: look for a cancel request now (a bus hint said there is one). */
   private readonly cancelChecks = new Map<string, () => void>();
   private readonly agentNames: string[];
+  /** What the worker has, and what each running run takes of it. */
+  readonly capacity: Resources;
+  private readonly taken = new Map<string, Resources>();
+  private readonly claimRules: Record<string, AgentClaimRules>;
+  private memoryPaused = false;
 
   constructor(private readonly options: WorkerOptions) {
     this.id = options.id ?? `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
     this.agentNames = [...options.agents.keys()];
+    this.capacity = workerCapacity(options.concurrency, options.resources);
+    this.claimRules = Object.fromEntries(
+      [...options.agents].map(([name, agent]) => [
+        name,
+        {
+          // With a key, the limit is per key and stored on each run at create; without, it caps the agent.
+          limit:
+            agent.concurrency !== undefined && agent.concurrency.key === undefined
+              ? agent.concurrency.limit
+              : null,
+          resources: agentResources(agent.resources),
+        },
+      ]),
+    );
   }
 
   get activeRuns(): number {
     return this.running.size;
+  }
+
+  /** Whether claims are paused because the process's memory is above `maxRssMb`. */
+  get claimsPaused(): boolean {
+    return this.memoryPaused;
+  }
+
+  /** Capacity not taken by running runs. */
+  freeCapacity(): Resources {
+    const free: Record<string, number> = { ...this.capacity };
+    for (const resources of this.taken.values()) {
+      for (const [name, amount] of Object.entries(resources)) free[name] = (free[name] ?? 0) - amount;
+    }
+    return free;
+  }
+
+  /** Above the memory threshold: no claims until the RSS is back under it (logged on each change). */
+  private overMemory(): boolean {
+    const { maxRssMb, logger } = this.options;
+    if (maxRssMb === undefined) return false;
+    const rssMb = Math.round((this.options.rssBytes ?? process.memoryUsage.rss)() / (1024 * 1024));
+    const over = rssMb > maxRssMb;
+    if (over !== this.memoryPaused) {
+      this.memoryPaused = over;
+      if (over) {
+        logger.warn(
+          { worker_id: this.id, rss_mb: rssMb, max_rss_mb: maxRssMb, active_runs: this.running.size },
+          'memory above HANGAR_WORKER_MAX_RSS_MB: claims paused',
+        );
+      } else {
+        logger.info(
+          { worker_id: this.id, rss_mb: rssMb, max_rss_mb: maxRssMb },
+          'memory back under HANGAR_WORKER_MAX_RSS_MB: claims resume',
+        );
+      }
+    }
+    return over;
   }
 
   start(): void {
@@ -86,7 +169,18 @@ export class Worker {
     this.timers.push(setInterval(() => this.wake(), this.options.pollMs));
     this.timers.push(setInterval(() => void this.sweep(), this.options.sweepMs));
     for (const t of this.timers) t.unref();
-    this.options.logger.info({ worker_id: this.id, agents: this.agentNames }, 'worker started');
+    this.options.logger.info(
+      { worker_id: this.id, agents: this.agentNames, capacity: this.capacity },
+      'worker started',
+    );
+    for (const [name, rules] of Object.entries(this.claimRules)) {
+      if (fits(rules.resources, this.capacity) === 0) {
+        this.options.logger.warn(
+          { agent: name, resources: rules.resources, capacity: this.capacity },
+          "this worker never runs the agent: one run needs more than the worker's capacity",
+        );
+      }
+    }
     this.wake();
   }
 
@@ -108,29 +202,39 @@ export class Worker {
   }
 
   private async claimLoop(): Promise<void> {
-    const { db, leaseMs, concurrency, logger } = this.options;
-    while (
-      !this.drainController.signal.aborted &&
-      this.running.size < concurrency &&
-      this.agentNames.length > 0
-    ) {
-      const free = concurrency - this.running.size;
-      let claimed: ClaimedRun[];
+    const { db, leaseMs, logger } = this.options;
+    let retried = false;
+    while (!this.drainController.signal.aborted && this.agentNames.length > 0 && !this.overMemory()) {
+      const free = this.freeCapacity();
+      const slots = free.slots ?? 0;
+      if (slots <= 0) return;
+      let result: ClaimResult;
       try {
-        // One statement claims as many runs as there are free slots.
-        claimed = await claimRuns(db, {
+        // One statement claims as many runs as fit the free capacity, within the caps (runs/concurrency.ts).
+        result = await claimRunsWithPolicy(db, {
           owner: this.id,
           leaseMs,
           agents: this.agentNames,
-          limit: free,
+          limit: slots,
           livenessKey: this.options.liveness?.heldKey() ?? null,
+          policy: {
+            agents: this.claimRules,
+            free,
+            tenantLimit: this.options.tenantLimit ?? null,
+            tenantLimits: this.options.tenantLimits ?? {},
+          },
         });
       } catch (err) {
         logger.warn({ err }, 'claim failed; retrying on the next poll');
         return;
       }
-      for (const run of claimed) this.launch(run);
-      if (claimed.length < free) return;
+      for (const run of result.runs) this.launch(run);
+      // Caps met for the first time held their runs back this once: claim again at once.
+      if (result.countersCreated && !retried) {
+        retried = true;
+        continue;
+      }
+      if (result.runs.length < slots) return;
     }
   }
 
@@ -170,16 +274,29 @@ export class Worker {
       })
       .finally(() => {
         this.running.delete(run.run_id);
+        this.taken.delete(run.run_id);
         this.wake();
       });
     this.running.set(run.run_id, tracked);
+    this.taken.set(run.run_id, this.claimRules[run.agent]?.resources ?? { slots: 1 });
   }
 
   private async sweep(): Promise<void> {
     try {
-      const requeued = await requeueExpiredLeases(this.options.db);
+      const effects = { dead: [] as string[], events: [] as EventEnvelope[] };
+      const requeued = await requeueExpiredLeases(this.options.db, 100, {
+        ...(this.options.maxRunAttempts === undefined ? {} : { maxAttempts: this.options.maxRunAttempts }),
+        effects,
+      });
       if (requeued.length > 0) {
         this.options.logger.info({ run_ids: requeued }, 're-queued runs whose lease expired');
+      }
+      if (effects.dead.length > 0) {
+        // Crash-looping runs (runs/repository.ts): dead letters now; their followers get the terminal event.
+        this.options.logger.warn({ run_ids: effects.dead }, 'runs whose worker kept dying are dead letters');
+        for (const event of effects.events) this.options.bus.publishEvents(event.thread_id, [event]);
+      }
+      if (requeued.length > 0 || effects.dead.length > 0) {
         this.options.bus.notifyWork();
         this.wake();
       }

@@ -8,6 +8,7 @@ import { readEvents } from '../../events/log.ts';
 import { pendingInterrupts } from '../../hitl/repository.ts';
 import { RunCreateBatcher } from '../../runs/batcher.ts';
 import { type CancelRequest, cancelRun } from '../../runs/cancel.ts';
+import { runConcurrencyKey } from '../../runs/concurrency.ts';
 import { createRunIdempotent, fingerprint, parseIdempotencyKey } from '../../runs/idempotency.ts';
 import {
   type CreateRunInput,
@@ -77,6 +78,12 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
     );
     const input = agent.input.safeParse(body.input ?? {});
     if (!input.success) throw zodError(input.error, at('input'), 'input_invalid');
+    const concurrency = runConcurrencyKey(
+      agent.concurrency,
+      input.data,
+      body.concurrency_key,
+      at('concurrency_key'),
+    );
     const modes =
       body.stream_mode === undefined || body.stream_mode === null
         ? defaultModes
@@ -94,6 +101,7 @@ export function registerRunRoutes(app: FastifyInstance, deps: GatewayDeps): void
       ...(kwargs === undefined ? {} : { kwargs }),
       ...(body.multitask_strategy === undefined ? {} : { multitaskStrategy: body.multitask_strategy }),
       ...(body.priority === undefined ? {} : { priority: body.priority }),
+      ...(concurrency === null ? {} : { concurrency }),
       ...(body.webhook === undefined
         ? {}
         : { webhook: acceptWebhook(body.webhook, deps.webhooksEnabled, deps.webhookPrivateNetworks) }),
