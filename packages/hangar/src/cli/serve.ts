@@ -8,6 +8,8 @@ import { RedisBus } from '../bus/redis.ts';
 import { parseEnv } from '../config/env.ts';
 import { loadConfig } from '../config/load.ts';
 import { DEFAULT_BODY_LIMIT } from '../gateway/app.ts';
+import { startMetricsServer } from '../metrics/metrics.ts';
+import { breakerMetrics, gatewayMetrics, redisBusMetrics, workerMetrics } from '../metrics/sources.ts';
 import { parseAmounts, TENANT_NAME } from '../runs/concurrency.ts';
 import { startHangar } from '../runtime/start.ts';
 import { openStore } from '../runtime/store.ts';
@@ -15,6 +17,7 @@ import type { LlmSettings } from '../sdk/llm.ts';
 import { migrate } from '../store/migrate.ts';
 import type { WebhookSettings } from '../webhooks/dispatcher.ts';
 import { devWebhookSecret } from '../webhooks/secret.ts';
+import { processBreakers } from '../worker/breakers.ts';
 import { gatewaySecurity } from './keys.ts';
 import { type Flags, intFlag, UsageError } from './main.ts';
 
@@ -203,6 +206,21 @@ export async function runServerCommand(command: ServerCommand, flags: Flags): Pr
     );
   }
 
+  const metrics =
+    env.HANGAR_METRICS_PORT === undefined
+      ? undefined
+      : await startMetricsServer({
+          port: env.HANGAR_METRICS_PORT,
+          host: env.HANGAR_METRICS_HOST ?? '127.0.0.1',
+          logger,
+          sources: [
+            breakerMetrics(processBreakers),
+            ...(hangar.worker === undefined ? [] : [workerMetrics(hangar.worker)]),
+            ...(hangar.gateway === undefined ? [] : [gatewayMetrics(hangar.gateway)]),
+            ...(bus instanceof RedisBus ? [redisBusMetrics(bus)] : []),
+          ],
+        });
+
   if (security !== undefined) {
     logger[security.auth === 'none' ? 'warn' : 'info'](
       { auth: security.auth, host },
@@ -219,6 +237,7 @@ export async function runServerCommand(command: ServerCommand, flags: Flags): Pr
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
   });
+  await metrics?.close();
   await hangar.stop();
   await bus.close();
   await db.close();

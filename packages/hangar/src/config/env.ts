@@ -93,6 +93,10 @@ const EnvSchema = z.object({
   HANGAR_WEBHOOK_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(100).optional(),
   /** Timeout of one webhook POST in ms (default 10000). */
   HANGAR_WEBHOOK_TIMEOUT_MS: z.coerce.number().int().min(100).max(300_000).optional(),
+  /** Port of the Prometheus metrics listener (`GET /metrics`); unset, none is opened. */
+  HANGAR_METRICS_PORT: z.coerce.number().int().min(1).max(65535).optional(),
+  /** Address the metrics listener binds (default 127.0.0.1; 0.0.0.0 for a scraper in the cluster). */
+  HANGAR_METRICS_HOST: z.string().min(1).max(255).optional(),
   /**
    * Deliver webhooks to loopback and private-network addresses (default `false`; `hangar dev`
    * defaults to `true`). Off, a webhook URL that is or resolves to one is refused (SSRF guard).

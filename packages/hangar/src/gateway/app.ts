@@ -87,6 +87,7 @@ export const DEFAULT_BODY_LIMIT = 1024 * 1024;
 export function createGateway(options: GatewayOptions): {
   app: FastifyInstance;
   auth: Authenticator;
+  openStreams(): number;
   close(): Promise<void>;
 } {
   const bodyLimit = options.bodyLimitBytes ?? DEFAULT_BODY_LIMIT;
@@ -194,6 +195,8 @@ export function createGateway(options: GatewayOptions): {
   return {
     app,
     auth,
+    /** Thread streams (SSE and WebSocket) open on this gateway. */
+    openStreams: () => streams.registry.size,
     async close() {
       clearInterval(sweeper);
       // Stream clients reconnect elsewhere (jittered) before the server stops.

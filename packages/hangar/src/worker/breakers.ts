@@ -70,6 +70,11 @@ export class BreakerRegistry {
     return state === CircuitState.HalfOpen ? 'half_open' : 'open';
   }
 
+  /** Every breaker this process has used, with its state (for metrics). */
+  snapshot(): Array<{ name: string; state: 'closed' | 'open' | 'half_open' }> {
+    return [...this.breakers.keys()].sort().map((name) => ({ name, state: this.state(name) }));
+  }
+
   private get(name: string): { policy: CircuitBreakerPolicy; openedAt: number } {
     let entry = this.breakers.get(name);
     if (entry !== undefined) return entry;
