@@ -3,7 +3,9 @@
  * worker, so every worker may stop while it waits; the answer (LangGraph's
  * `command: { resume }` through the official SDK, or the approvals API)
  * re-queues it, and a worker started afterwards finishes it without running a
- * completed step again. Expiry is durable: interrupts that time out while no
+ * completed step again. Parallel interrupts (one Promise.all) wait the same
+ * way: answering one leaves the run interrupted, the last re-queues it.
+ * Expiry is durable: interrupts that time out while no
  * process runs expire after a restart, into their default or an error.
  */
 import { join } from 'node:path';
@@ -38,7 +40,7 @@ const isInterrupted = (base: string, run: { thread_id: string; run_id: string })
   );
 
 test(
-  'interrupted runs survive every worker stopping, and finish on a new worker once answered (SDK and approvals API)',
+  'interrupted runs survive every worker stopping, and finish on a new worker once answered (SDK and approvals API, parallel interrupts)',
   SLOW,
   async () => {
     const store = cleanup.store(await createTestPostgres());
@@ -70,8 +72,13 @@ test(
       { file },
       (await client.threads.create()).thread_id,
     );
+    const viaPair = await createRun(gatewayUrl, 'approval-pair', { file });
     await explained(
-      Promise.all([isInterrupted(gatewayUrl, viaSdk), isInterrupted(gatewayUrl, viaApi)]),
+      Promise.all([
+        isInterrupted(gatewayUrl, viaSdk),
+        isInterrupted(gatewayUrl, viaApi),
+        isInterrupted(gatewayUrl, viaPair),
+      ]),
       first,
     );
 
@@ -93,13 +100,38 @@ test(
     expect(answered.status, answered.text).toBe(200);
     expect((await getRun(gatewayUrl, viaApi)).status).toBe('pending');
 
+    // Two questions at once: both pending (in call order); the run is re-queued by the last answer only.
+    const pair = (
+      await api<Array<{ interrupt_id: string; payload: unknown }>>(
+        gatewayUrl,
+        'GET',
+        `/approvals?run_id=${viaPair.run_id}`,
+      )
+    ).body;
+    expect(pair.map((p) => p.payload)).toEqual([{ question: 'legal ok?' }, { question: 'finance ok?' }]);
+    const [legal, finance] = pair.map((p) => p.interrupt_id);
+    const one = await api(gatewayUrl, 'POST', `/approvals/${finance}`, { decision: 'approve' });
+    expect(one.status, one.text).toBe(200);
+    expect((await getRun(gatewayUrl, viaPair)).status).toBe('interrupted');
+    const two = await api(gatewayUrl, 'POST', `/approvals/${legal}`, { decision: 'reject', comment: 'no' });
+    expect(two.status, two.text).toBe(200);
+    expect((await getRun(gatewayUrl, viaPair)).status).toBe('pending');
+
     const second = await startWorker();
     const result = await explained(client.runs.join(viaSdk.thread_id, viaSdk.run_id), second);
     expect(result).toEqual({ answer: { shipped: true } });
     const other = await explained(waitForTerminal(gatewayUrl, viaApi, 30_000), second);
     expect(other.status, JSON.stringify(other.error)).toBe('success');
     expect(other.output).toEqual({ answer: { decision: 'approve', data: { by: 'ops' }, comment: null } });
-    for (const run of [viaSdk, viaApi]) {
+    const paired = await explained(waitForTerminal(gatewayUrl, viaPair, 30_000), second);
+    expect(paired.status, JSON.stringify(paired.error)).toBe('success');
+    expect(paired.output).toEqual({
+      answers: [
+        { decision: 'reject', data: null, comment: 'no' },
+        { decision: 'approve', data: null, comment: null },
+      ],
+    });
+    for (const run of [viaSdk, viaApi, viaPair]) {
       expect(count(file, `${run.run_id}:before:done`)).toBe(1);
       expect(count(file, `${run.run_id}:after:done`)).toBe(1);
     }

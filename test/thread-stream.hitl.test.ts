@@ -4,7 +4,9 @@
  * (`input.respond`) goes through the approvals API's exactly-once path, so of
  * two concurrent answers exactly one wins and the other gets the first answer
  * back; a worker started afterwards finishes the run without redoing a
- * completed step. Another tenant cannot answer the interrupt.
+ * completed step. Another tenant cannot answer the interrupt. Parallel
+ * interrupts arrive as one `interrupted` listing them all and are answered
+ * one by one.
  */
 import { join } from 'node:path';
 import { createTestPostgres, type HangarProcess } from 'hangar/testing';
@@ -87,5 +89,42 @@ it('an interrupt answered over the WebSocket after every worker stopped: exactly
   expect(end.params.data).toMatchObject({ event: 'completed', output: { answer: winner } });
   expect(count(file, `${runId}:before:done`)).toBe(1);
   expect(count(file, `${runId}:after:done`)).toBe(1);
+
+  // Two questions at once: an `input.requested` each, one `interrupted` listing both (call order).
+  const pair = String(
+    (await alice.command('run.start', { assistantId: 'approval-pair', input: { file } })).result?.runId,
+  );
+  const paused = await explained(
+    alice.waitForEvent(
+      'the pair interrupted',
+      (e) => e.runId === pair && e.params.data.event === 'interrupted',
+    ),
+    gateway,
+    second,
+  );
+  const ids = paused.params.data.interruptIds as string[];
+  expect(ids).toHaveLength(2);
+  const asked = alice.events.filter((e) => e.runId === pair && e.method === 'input.requested');
+  expect(asked.map((e) => e.params.data.interruptId)).toEqual(ids);
+  // Answered one at a time: the first answer leaves the run interrupted.
+  const respond = (interruptId: string | undefined, response: unknown) =>
+    alice.command('input.respond', { namespace: [], interruptId, response });
+  expect(await respond(ids[1], 'finance: yes')).toMatchObject({ type: 'success' });
+  const between = await api<{ status: string }>(base, 'GET', `/threads/${threadId}/runs/${pair}`, undefined, {
+    'x-api-key': keyA,
+  });
+  expect(between.body.status).toBe('interrupted');
+  expect(await respond(ids[0], 'legal: yes')).toMatchObject({ type: 'success' });
+  expect(await respond(ids[0], 'legal: no')).toMatchObject({
+    type: 'error',
+    code: 'conflict',
+    details: { answer: 'legal: yes' },
+  });
+  const pairEnd = await explained(alice.waitForEnd(pair, 60_000), gateway, second);
+  expect(pairEnd.params.data).toMatchObject({
+    event: 'completed',
+    output: { answers: ['legal: yes', 'finance: yes'] },
+  });
+  expect(count(file, `${pair}:before:done`)).toBe(1);
   alice.close();
 }, 120_000);

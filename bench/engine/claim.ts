@@ -6,6 +6,10 @@
  * Prints the median and p90 wall time (round trip included) of the plain
  * claim, of a claim under a tenant cap and agent cap, and of one with a
  * browser resource, and the plan's execution time from EXPLAIN ANALYZE.
+ * A third tenant has a burst of 1,000 runs on one concurrency key (limit 1),
+ * parked by the warm-up: out of the other cases' way. Then a fourth tenant
+ * queues a burst on one key and the claims that park it, 128 runs each, are
+ * timed (`parking`, committed: a parked run leaves the queue).
  */
 import { parseArgs } from 'node:util';
 import { type ClaimPolicy, claimParameters, claimSql } from '../../packages/hangar/src/runs/concurrency.ts';
@@ -19,6 +23,14 @@ const SAMPLES = 60;
 const url = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
 const bench = await createBenchDatabase(url);
+
+/** Claims as the worker does: again while the claim parks runs behind full keys. */
+async function claimAll(db: Queryable, options: Parameters<typeof claimRunsWithPolicy>[1]): Promise<void> {
+  for (let i = 0; i < 20; i++) {
+    const result = await claimRunsWithPolicy(db, options);
+    if (result.parked === 0 && !result.countersCreated) return;
+  }
+}
 class Rollback extends Error {}
 
 try {
@@ -35,6 +47,17 @@ try {
        CASE WHEN random() < 0.2 THEN 'browse' ELSE 'bench' END,
        now() - interval '1 hour' + (row_number() OVER ()) * interval '1 ms', now() - interval '1 hour'
      FROM threads t`,
+  );
+  await db.query(`INSERT INTO tenants (tenant_id, name) VALUES ('keyed', 'keyed')`);
+  await db.query(
+    `INSERT INTO threads (thread_id, tenant_id) SELECT gen_random_uuid(), 'keyed' FROM generate_series(1, 1000)`,
+  );
+  await db.query(
+    `INSERT INTO runs (run_id, tenant_id, thread_id, assistant_id, agent, created_at, available_at, concurrency_key,
+       concurrency_limit)
+     SELECT gen_random_uuid(), t.tenant_id, t.thread_id, gen_random_uuid(), 'bench',
+       now() - interval '2 hours' + (row_number() OVER ()) * interval '1 ms', now() - interval '2 hours', 'repo', 1
+     FROM threads t WHERE t.tenant_id = 'keyed'`,
   );
   await db.query('ANALYZE runs');
 
@@ -91,6 +114,14 @@ try {
       });
     }
   }
+  // The keyed burst parked, one claim of one run at a time (the caps of the capped case keep room).
+  await claimAll(db, {
+    owner: 'warm-up',
+    leaseMs: 60_000,
+    agents: Object.keys(plain.agents),
+    limit: 1,
+    policy: plain,
+  });
   const times: Record<string, number[]> = { plain: [], capped: [], weighted: [] };
   // Interleaved, so load on a shared machine hits every case alike.
   for (let i = 0; i < SAMPLES; i++) {
@@ -134,6 +165,41 @@ try {
     .catch((err: unknown) => {
       if (!(err instanceof Rollback)) throw err;
     });
+
+  // Parking: a burst on one key, parked 128 runs a claim (each claim also starts other tenants' runs).
+  const burst = (SAMPLES + 25) * 128; // the warm-up parks up to 20 windows
+  await db.query(`INSERT INTO tenants (tenant_id, name) VALUES ('burst', 'burst')`);
+  await db.query(
+    `INSERT INTO threads (thread_id, tenant_id) SELECT gen_random_uuid(), 'burst' FROM generate_series(1, $1)`,
+    [burst],
+  );
+  await db.query(
+    `INSERT INTO runs (run_id, tenant_id, thread_id, assistant_id, agent, concurrency_key, concurrency_limit)
+     SELECT gen_random_uuid(), t.tenant_id, t.thread_id, gen_random_uuid(), 'bench', 'repo', 1
+     FROM threads t WHERE t.tenant_id = 'burst'`,
+  );
+  await db.query('ANALYZE runs');
+  const options = {
+    owner: 'bench',
+    leaseMs: 60_000,
+    agents: Object.keys(plain.agents),
+    limit: 10,
+    policy: plain,
+  };
+  await claimAll(db, { ...options, limit: 1 }); // the key's counter row, and the burst's first run
+  const parking: number[] = [];
+  let parked = 0;
+  for (let i = 0; i < SAMPLES; i++) {
+    const started = performance.now();
+    const result = await claimRunsWithPolicy(db, options);
+    parking.push(performance.now() - started);
+    parked += result.parked;
+  }
+  const sorted = [...parking].sort((a, b) => a - b);
+  console.log(
+    `  parking   median ${at(sorted, 0.5).toFixed(2)} ms  p90 ${at(sorted, 0.9).toFixed(2)} ms` +
+      `  (${(parked / SAMPLES).toFixed(0)} runs parked per claim)`,
+  );
 } finally {
   await bench.dispose();
 }

@@ -7,12 +7,15 @@
  *      the one that took the create, at 1k and 10k events/s (10 runs each
  *      emitting a tenth; each event carries its emit time; same machine);
  *   2. fan-out: events/s one gateway process delivers to SSE subscribers
- *      (runs × subscribers on one gateway), beside raw Redis `XADD`
- *      throughput measured in the same run;
+ *      (runs × subscribers on one gateway) of the run stream (the target's
+ *      figure) and of the thread stream, beside raw Redis `XADD` throughput
+ *      measured in the same run;
  *   3. reconnect: SIGKILL the gateway a client streams from; time from the
  *      client's reconnect to caught up (the first event emitted after the
  *      reconnect began has arrived, so everything before it has too, in order);
- *   4. idle WebSocket memory: gateway RSS growth per idle subscribed socket.
+ *   4. idle WebSocket memory: gateway RSS growth per idle subscribed socket;
+ *   5. where the latency goes at 10k events/s: emit → commit start → Redis
+ *      publish → client (a second 10k run with a Redis subscriber listening).
  *
  * Writes bench/results/stream.{json,md}. Flags: --quick (shorter phases),
  * --kills N (default 10), --sockets N (default 10000).
@@ -22,6 +25,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { Worker } from 'node:worker_threads';
 import { Redis } from 'ioredis';
 import WebSocket from 'ws';
 import { sseFrames } from '../../packages/hangar/src/cli/run.ts';
@@ -30,6 +34,8 @@ import { type LatencySummary, round, summarize } from '../engine/stats.ts';
 
 const CONFIG = fileURLToPath(new URL('./hangar.config.ts', import.meta.url));
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+/** The cluster's key prefix, known here so the stage breakdown can hear its publishes. */
+const REDIS_PREFIX = `hangar:bench-stream:${randomBytes(4).toString('hex')}:`;
 const TARGETS = {
   p99At10kMs: 15,
   catchUpP99Ms: 250,
@@ -107,6 +113,53 @@ async function latency(cluster: Cluster, rate: number): Promise<LatencySummary &
   return { ...summarize(samples), delivered };
 }
 
+/**
+ * Where the latency goes at `rate` events/s: a Redis subscriber on the runs'
+ * live channels (in a worker thread, so it neither waits for nor slows the
+ * SSE readers) stamps each event when its publish is heard. Per event:
+ * emit → commit start (the envelope's `ts`, set by the worker as it writes the
+ * batch), emit → Redis publish heard, emit → SSE client receive (as phase 1).
+ */
+async function stages(
+  cluster: Cluster,
+  rate: number,
+): Promise<{
+  emit_to_commit: LatencySummary;
+  emit_to_publish: LatencySummary;
+  emit_to_client: LatencySummary;
+}> {
+  const worker = new Worker(
+    `const { parentPort, workerData } = require('node:worker_threads');
+     const { Redis } = require('ioredis');
+     const sub = new Redis(workerData.url);
+     const commit = [];
+     const publish = [];
+     sub.on('pmessage', (_pattern, _channel, message) => {
+       const now = Date.now();
+       for (const e of JSON.parse(message)) {
+         if (e.channel !== 'custom' || e.data.i < workerData.skip) continue;
+         commit.push(Date.parse(e.ts) - e.data.t);
+         publish.push(now - e.data.t);
+       }
+     });
+     sub.psubscribe(workerData.pattern).then(() => parentPort.postMessage('ready'));
+     parentPort.on('message', () => {
+       parentPort.postMessage({ commit, publish });
+       sub.disconnect();
+     });`,
+    { eval: true, workerData: { url: REDIS_URL, pattern: `${REDIS_PREFIX}*:live`, skip: rate / 10 / 2 } },
+  );
+  await new Promise((resolve) => worker.once('message', resolve));
+  const client = await latency(cluster, rate);
+  const heard = new Promise<{ commit: number[]; publish: number[] }>((resolve) =>
+    worker.once('message', resolve),
+  );
+  worker.postMessage('stop');
+  const { commit, publish } = await heard;
+  await worker.terminate();
+  return { emit_to_commit: summarize(commit), emit_to_publish: summarize(publish), emit_to_client: client };
+}
+
 /** Phase 2: one gateway's fan-out: `runs` runs at `rate` each, `subscribers` SSE readers per run, all on gateway 1. */
 async function fanOut(
   cluster: Cluster,
@@ -130,6 +183,58 @@ async function fanOut(
   );
   stamps.sort((a, b) => a - b);
   // The steady window: drop the first and last 10 % of deliveries (ramp-up and tail).
+  const from = stamps[Math.floor(stamps.length * 0.1)] ?? 0;
+  const to = stamps[Math.floor(stamps.length * 0.9)] ?? 0;
+  const inWindow = stamps.filter((t) => t >= from && t <= to).length;
+  const windowS = Math.max(0.001, (to - from) / 1000);
+  return {
+    offered_per_s: runsCount * rate * subscribers,
+    delivered_per_s: Math.round(inWindow / windowS),
+    delivered: stamps.length,
+    window_s: round(windowS, 2),
+  };
+}
+
+/**
+ * Phase 2b: the same fan-out through the Agent Protocol thread stream
+ * (`POST /threads/{id}/stream`, SSE, channel `custom`, from seq 0), where the
+ * readers of a thread share the gateway's feed (streaming/feed.ts) and each
+ * event is serialized once. A thread stream outlives its run: a reader stops
+ * after the run's last event.
+ */
+async function fanOutThread(
+  cluster: Cluster,
+  runsCount: number,
+  rate: number,
+  subscribers: number,
+): Promise<{ offered_per_s: number; delivered_per_s: number; delivered: number; window_s: number }> {
+  const total = Math.round(rate * SECONDS);
+  const runs = await Promise.all(
+    Array.from({ length: runsCount }, () => create(cluster, { rate, seconds: SECONDS, bytes: 64 }, 0)),
+  );
+  const stamps: number[] = [];
+  await Promise.all(
+    runs.flatMap((run) =>
+      Array.from({ length: subscribers }, async () => {
+        const signal = AbortSignal.timeout((SECONDS + 60) * 1000);
+        const res = await fetch(`${cluster.url}/threads/${run.thread_id}/stream`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', ...cluster.pinTo(1) },
+          body: JSON.stringify({ channels: ['custom'], since: 0 }),
+          signal,
+        });
+        if (res.status !== 200 || res.body === null) throw new Error(`thread stream answered ${res.status}`);
+        let n = 0;
+        for await (const frame of sseFrames(res.body)) {
+          if (frame.event !== 'custom') continue;
+          stamps.push(Date.now());
+          if (++n === total) break;
+        }
+        await res.body.cancel().catch(() => {});
+      }),
+    ),
+  );
+  stamps.sort((a, b) => a - b);
   const from = stamps[Math.floor(stamps.length * 0.1)] ?? 0;
   const to = stamps[Math.floor(stamps.length * 0.9)] ?? 0;
   const inWindow = stamps.filter((t) => t >= from && t <= to).length;
@@ -282,7 +387,7 @@ const cluster = await startCluster({
   gateways: 2,
   workers: 2,
   config: CONFIG,
-  redis: { url: REDIS_URL },
+  redis: { url: REDIS_URL, prefix: REDIS_PREFIX },
 });
 const results: Record<string, unknown> = {};
 try {
@@ -290,10 +395,14 @@ try {
   const at1k = await latency(cluster, 1_000);
   console.log('[stream] latency at 10k events/s');
   const at10k = await latency(cluster, 10_000);
+  console.log('[stream] latency stages at 10k events/s');
+  const stages10k = await stages(cluster, 10_000);
   console.log('[stream] raw XADD');
   const xadd = await rawXadd(3);
   console.log('[stream] fan-out through one gateway');
   const fan = await fanOut(cluster, 5, 2_000, 5);
+  console.log('[stream] fan-out through one gateway, thread stream (shared feeds)');
+  const fanThread = await fanOutThread(cluster, 5, 2_000, 5);
   console.log('[stream] reconnect after gateway kills');
   const rec = await reconnect(cluster, quick ? 3 : Number(flags.kills));
   console.log('[stream] idle WebSockets');
@@ -301,8 +410,10 @@ try {
   Object.assign(results, {
     latency_1k: at1k,
     latency_10k: at10k,
+    stages_10k: stages10k,
     raw_xadd_per_s: xadd,
     fan_out: fan,
+    fan_out_thread_stream: fanThread,
     reconnect: { catch_up: summarize(rec.samples), lost: rec.lost, duplicated: rec.duplicated },
     idle_websockets: idle,
   });
@@ -313,6 +424,10 @@ try {
 const rec = results.reconnect as { catch_up: LatencySummary; lost: number; duplicated: number };
 const idle = results.idle_websockets as { bytes_per_socket?: number };
 const fan = results.fan_out as { delivered_per_s: number };
+const st = results.stages_10k as Record<
+  'emit_to_commit' | 'emit_to_publish' | 'emit_to_client',
+  LatencySummary
+>;
 const at10k = results.latency_10k as LatencySummary;
 const targets = [
   {
@@ -375,8 +490,11 @@ const md = [
   `| emit → receive at 1k events/s | ${l(results.latency_1k as LatencySummary)} |`,
   `| emit → receive at 10k events/s | ${l(at10k)} |`,
   `| reconnect → caught up | ${l(rec.catch_up)} |`,
+  `| stages at 10k events/s (second run): emit → commit start | ${l(st.emit_to_commit)} |`,
+  `| … emit → Redis publish heard (bench subscriber) | ${l(st.emit_to_publish)} |`,
+  `| … emit → SSE client receive | ${l(st.emit_to_client)} |`,
   '',
-  `Fan-out: ${JSON.stringify(results.fan_out)}; raw XADD (pipelined, same payload): ${String(results.raw_xadd_per_s)}/s. ` +
+  `Fan-out (run stream): ${JSON.stringify(results.fan_out)}; fan-out (thread stream): ${JSON.stringify(results.fan_out_thread_stream)}; raw XADD (pipelined, same payload): ${String(results.raw_xadd_per_s)}/s. ` +
     `Reconnects: ${rec.lost} events lost, ${rec.duplicated} duplicated. Idle WebSockets: ${JSON.stringify(results.idle_websockets)}.`,
   '',
 ].join('\n');

@@ -34,6 +34,21 @@ const waiter = defineAgent({
   },
 });
 
+let pairSteps = 0;
+/** Asks two questions at once (parallel interrupts); `hold` keeps it running before it asks. */
+let hold: Promise<void> = Promise.resolve();
+const pair = defineAgent({
+  name: 'pair',
+  input: z.object({}),
+  async run(ctx) {
+    await ctx.step('prepare', async () => {
+      await hold;
+      return ++pairSteps;
+    });
+    return Promise.all([ctx.interrupt({ q: 'first?' }), ctx.interrupt({ q: 'second?' })]);
+  },
+});
+
 describe.each(STORE_KINDS)('approvals and command.resume (%s)', (kind) => {
   let server: TestServer;
   let client: Client;
@@ -62,7 +77,7 @@ describe.each(STORE_KINDS)('approvals and command.resume (%s)', (kind) => {
   };
 
   beforeAll(async () => {
-    server = await startTestServer(kind, [refund, waiter], { gateway: { auth: 'keys' } });
+    server = await startTestServer(kind, [refund, waiter, pair], { gateway: { auth: 'keys' } });
     const created = await createApiKey(server.store.db, {
       tenantId: 'shop',
       name: 'alice',
@@ -266,6 +281,112 @@ describe.each(STORE_KINDS)('approvals and command.resume (%s)', (kind) => {
     expect(JSON.stringify(noName.body)).toContain('name');
     const unknown = await http('POST', '/threads/00000000-0000-4000-8000-000000000000/events', { name: 'x' });
     expect(unknown.status).toBe(404);
+  });
+
+  it('parallel interrupts: both on the thread, one command.resume answers both, a second answer is a 409', async () => {
+    const before = pairSteps;
+    const thread = await client.threads.create();
+    const paused = (await client.runs.wait(thread.thread_id, 'pair', { input: {} })) as {
+      __interrupt__?: Array<{ id: string; value: unknown }>;
+    };
+    const [runRow] = await client.runs.list(thread.thread_id);
+    const runId = runRow?.run_id ?? '';
+    expect(runRow?.status).toBe('interrupted');
+    const listed = (await client.threads.get(thread.thread_id)).interrupts[runId] ?? [];
+    expect(listed.map((i) => i.value)).toEqual([{ q: 'first?' }, { q: 'second?' }]);
+    expect(paused.__interrupt__).toEqual(listed);
+    const state = await client.threads.getState(thread.thread_id);
+    expect(state.tasks).toEqual([expect.objectContaining({ id: runId, interrupts: listed })]);
+    const [a, b] = listed.map((i) => i.id as string);
+
+    // A bare value can't say which one it answers.
+    const bare = await http('POST', `/threads/${thread.thread_id}/runs`, {
+      assistant_id: 'pair',
+      command: { resume: 'yes' },
+    });
+    expect(bare.status).toBe(409);
+    expect(bare.body.details).toEqual({ interrupt_ids: [a, b] });
+
+    const resumed = await client.runs.create(thread.thread_id, 'pair', {
+      command: { resume: { [a as string]: 'A', [b as string]: 'B' } },
+    });
+    expect(resumed.run_id).toBe(runId);
+    expect(await client.runs.join(thread.thread_id, runId)).toEqual(['A', 'B']);
+    expect(pairSteps - before).toBe(1);
+
+    // Either one again: 409 with the first answer, by both routes.
+    const again = await http('POST', `/threads/${thread.thread_id}/runs`, {
+      assistant_id: 'pair',
+      command: { resume: { [b as string]: 'other' } },
+    });
+    expect(again.status).toBe(409);
+    expect(again.body).toMatchObject({ error: 'conflict', details: { interrupt_id: b, answer: 'B' } });
+    const approval = await http('POST', `/approvals/${a}`, { decision: 'reject' });
+    expect(approval.status).toBe(409);
+    expect(approval.body).toMatchObject({ details: { status: 'answered', answer: 'A' } });
+  });
+
+  it('parallel interrupts answered one at a time: the run stays interrupted until the last', async () => {
+    const thread = await client.threads.create();
+    await client.runs.wait(thread.thread_id, 'pair', { input: {} });
+    const [runRow] = await client.runs.list(thread.thread_id);
+    const runId = runRow?.run_id ?? '';
+    const [a, b] = ((await client.threads.get(thread.thread_id)).interrupts[runId] ?? []).map(
+      (i) => i.id as string,
+    );
+    const partial = await client.runs.create(thread.thread_id, 'pair', {
+      command: { resume: { [b as string]: 'B' } },
+    });
+    expect(partial.status).toBe('interrupted');
+    expect((await client.threads.get(thread.thread_id)).interrupts).toEqual({
+      [runId]: [{ id: a, value: { q: 'first?' } }],
+    });
+    const pendingNow = await http('GET', `/approvals?run_id=${runId}`);
+    expect((pendingNow.body as Array<{ interrupt_id: string }>).map((p) => p.interrupt_id)).toEqual([a]);
+    const last = await http('POST', `/approvals/${a}`, { decision: 'approve' });
+    expect(last.status).toBe(200);
+    expect(await client.runs.join(thread.thread_id, runId)).toEqual([
+      { decision: 'approve', data: null, comment: null },
+      'B',
+    ]);
+  });
+
+  it('a resume sent while the run is still running is a 409 naming its state; the answer after it lands', async () => {
+    let release = () => {};
+    hold = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    try {
+      const thread = await client.threads.create();
+      const run = await client.runs.create(thread.thread_id, 'pair', { input: {} });
+      for (let i = 0; i < 200; i++) {
+        if ((await client.runs.get(thread.thread_id, run.run_id)).status === 'running') break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const early = await http('POST', `/threads/${thread.thread_id}/runs`, {
+        assistant_id: 'pair',
+        command: { resume: 'too soon' },
+      });
+      expect(early.status).toBe(409);
+      expect(early.body).toMatchObject({
+        error: 'conflict',
+        details: { run_id: run.run_id, status: 'running' },
+      });
+      expect(String(early.body.message)).toContain('is running');
+      release();
+      const paused = (await client.runs.join(thread.thread_id, run.run_id)) as {
+        __interrupt__?: Array<{ id: string }>;
+      };
+      const ids = (paused.__interrupt__ ?? []).map((i) => i.id);
+      expect(ids).toHaveLength(2);
+      await client.runs.create(thread.thread_id, 'pair', {
+        command: { resume: Object.fromEntries(ids.map((id, n) => [id, n])) },
+      });
+      expect(await client.runs.join(thread.thread_id, run.run_id)).toEqual([0, 1]);
+    } finally {
+      release();
+      hold = Promise.resolve();
+    }
   });
 
   it('cancelling an interrupted run closes its interrupt; a later answer is a 409 saying so', async () => {

@@ -216,7 +216,10 @@ export interface ApprovalQuery {
   offset: number;
 }
 
-/** The tenant's interrupts, newest first (oldest first for `pending`: the queue a human works through). */
+/**
+ * The tenant's interrupts, newest first (oldest first for `pending`: the queue
+ * a human works through); interrupts raised together in call order.
+ */
 export async function listApprovals(
   db: Queryable,
   tenantId: string,
@@ -227,7 +230,7 @@ export async function listApprovals(
     `SELECT ${COLUMNS} FROM interrupts
      WHERE tenant_id = $1 AND ($2::text = 'all' OR status = $2::text) AND ($3::text IS NULL OR agent = $3::text)
        AND ($4::uuid IS NULL OR thread_id = $4::uuid) AND ($5::uuid IS NULL OR run_id = $5::uuid)
-     ORDER BY CASE WHEN $2::text = 'pending' THEN created_at END, created_at DESC, interrupt_id
+     ORDER BY CASE WHEN $2::text = 'pending' THEN created_at END, created_at DESC, run_id, step_index
      LIMIT $6 OFFSET $7`,
     [
       tenantId,
@@ -242,7 +245,7 @@ export async function listApprovals(
   return res.rows.map(toApproval);
 }
 
-/** The thread's pending interrupts, oldest first (what `command: { resume }` answers). */
+/** The thread's pending interrupts, oldest first, in call order (what `command: { resume }` answers). */
 export async function pendingInterrupts(
   db: Queryable,
   tenantId: string,
@@ -250,18 +253,54 @@ export async function pendingInterrupts(
 ): Promise<Approval[]> {
   const res = await db.query<ApprovalRow>(
     `SELECT ${COLUMNS} FROM interrupts WHERE thread_id = $1 AND tenant_id = $2 AND status = 'pending'
-     ORDER BY created_at, interrupt_id`,
+     ORDER BY created_at, run_id, step_index`,
     [threadId, tenantId],
   );
   return res.rows.map(toApproval);
 }
 
+/** Interrupts of the thread among `ids` (any status), in call order: what a keyed resume names. */
+export async function threadApprovals(
+  db: Queryable,
+  tenantId: string,
+  threadId: string,
+  ids: readonly string[],
+): Promise<Approval[]> {
+  const res = await db.query<ApprovalRow>(
+    `SELECT ${COLUMNS} FROM interrupts
+     WHERE thread_id = $1 AND tenant_id = $2 AND interrupt_id::text = ANY($3::text[])
+     ORDER BY created_at, run_id, step_index`,
+    [threadId, tenantId, ids],
+  );
+  return res.rows.map(toApproval);
+}
+
+/**
+ * The run holding the thread and its status (null: none holds it), or
+ * undefined when the tenant has no such thread: what a resume with nothing
+ * pending is told.
+ */
+export async function threadHolder(
+  db: Queryable,
+  tenantId: string,
+  threadId: string,
+): Promise<{ run_id: string; status: string } | null | undefined> {
+  const res = await db.query<{ run_id: string | null; status: string | null }>(
+    `SELECT r.run_id, r.status FROM threads t LEFT JOIN runs r ON r.run_id = t.active_run_id
+     WHERE t.thread_id = $1 AND t.tenant_id = $2`,
+    [threadId, tenantId],
+  );
+  const row = res.rows[0];
+  if (row === undefined) return undefined;
+  return row.run_id === null || row.status === null ? null : { run_id: row.run_id, status: row.status };
+}
+
 /**
  * Pending interrupts as LangGraph shows them on a thread (`Thread.interrupts`:
- * by task, here the run): `{ [run_id]: [{ id, value }] }`. A SQL expression
- * for a query on `threads`.
+ * by task, here the run): `{ [run_id]: [{ id, value }] }`, in call order. A
+ * SQL expression for a query on `threads`.
  */
 export const THREAD_INTERRUPTS_SQL = `(SELECT coalesce(jsonb_object_agg(x.run_id, x.list), '{}'::jsonb) FROM (
     SELECT i.run_id, jsonb_agg(jsonb_build_object('id', i.interrupt_id, 'value', i.payload)
-      ORDER BY i.created_at, i.interrupt_id) AS list
+      ORDER BY i.created_at, i.step_index) AS list
     FROM interrupts i WHERE i.thread_id = threads.thread_id AND i.status = 'pending' GROUP BY i.run_id) x)`;

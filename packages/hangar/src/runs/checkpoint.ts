@@ -3,12 +3,13 @@ import { HangarError, type RunErrorRecord } from '../errors.ts';
 import type { EventEnvelope, PendingEvent } from '../events/envelope.ts';
 import type { StepWrite } from '../steps/repository.ts';
 import { json, type Queryable } from '../store/sql.ts';
+import { releaseParkedRuns } from './concurrency.ts';
 import type { Lease } from './types.ts';
 
 /** Everything one durable write of a run attempt may carry. */
 export interface CheckpointWrite {
-  /** A step to record (insert, or update a sleeping step). */
-  step?: StepWrite;
+  /** A step to record (insert, or update a sleeping step); several: a suspension's concurrent operations. */
+  step?: StepWrite | readonly StepWrite[];
   /** The thread's new state; also appended to the thread's history. */
   values?: Record<string, unknown>;
   /** Events to append, in order, after any the attempt had buffered. */
@@ -23,10 +24,11 @@ export interface CheckpointWrite {
     /** The run went over its `maxDuration` budget. */
     | { status: 'timeout'; error: RunErrorRecord }
     | { status: 'waiting'; until: Date | null }
-    | { status: 'interrupted'; interrupt: InterruptWrite };
+    /** Every interrupt raised concurrently (a Promise.all of ctx.interrupt) registers in this one write. */
+    | { status: 'interrupted'; interrupts: readonly InterruptWrite[] };
 }
 
-/** The interrupt row an `interrupted` ending inserts (the run waits for its answer). */
+/** An interrupt row an `interrupted` ending inserts (the run waits until all of them are resolved). */
 export interface InterruptWrite {
   id: string;
   stepIndex: number;
@@ -53,9 +55,11 @@ export interface InterruptWrite {
  * back to the state the run started from and drops the run's checkpoints.
  *
  * An ending (success, error, cancelled) frees the thread if the run held it
- * and then hands it to the thread's oldest queued run. A run cancelled before
- * it ever started did not hold its thread and hands over nothing, unless the
- * thread is free (it was next in line).
+ * and then hands it to the thread's oldest queued run (not one parked behind
+ * its concurrency key). Any ending or suspension of a run with a key also
+ * releases the key's parked runs, after the statement (releaseParkedRuns).
+ * A run cancelled before it ever started did not hold its thread and hands
+ * over nothing, unless the thread is free (it was next in line).
  *
  * A `failed` step (a try that will be retried, worker/retry.ts) carries its
  * error as `result.error`: it is stored in the step's `error` column (what the
@@ -92,7 +96,7 @@ WITH fence AS (${fence}), fresh AS (
   SELECT $1, s.step_index, s.name, s.kind, s.status,
     CASE WHEN s.status = 'failed' THEN NULL ELSE s.result END,
     CASE WHEN s.status = 'failed' THEN s.result->'error' END, s.attempt, s.usage, s.wake_at, s.started_at
-  FROM fence, jsonb_to_record($5::jsonb) AS s(step_index integer, name text, kind text, status text,
+  FROM fence, jsonb_to_recordset($5::jsonb) AS s(step_index integer, name text, kind text, status text,
     result jsonb, attempt integer, usage jsonb, wake_at timestamptz, started_at timestamptz)
   WHERE $5::jsonb IS NOT NULL
   ON CONFLICT (run_id, step_index) DO UPDATE SET status = EXCLUDED.status, result = EXCLUDED.result,
@@ -114,7 +118,7 @@ WITH fence AS (${fence}), fresh AS (
   WHERE q.run_id = (
     SELECT o.run_id FROM runs o, fence f
     WHERE $4::text IN ('success', 'error', 'cancelled', 'dead', 'timeout') AND o.thread_id = f.thread_id AND o.status = 'pending'
-      AND o.available_at = 'infinity' AND o.run_id <> $1
+      AND o.available_at = 'infinity' AND NOT o.key_parked AND o.run_id <> $1
       -- The thread as it was before this statement: free, or held by the ending run.
       AND COALESCE((SELECT h.active_run_id FROM threads h WHERE h.thread_id = f.thread_id), $1) = $1
     ORDER BY o.created_at, o.run_id LIMIT 1)
@@ -123,7 +127,7 @@ WITH fence AS (${fence}), fresh AS (
   INSERT INTO interrupts (interrupt_id, tenant_id, run_id, thread_id, step_index, agent, payload, expires_at,
     on_timeout)
   SELECT i.interrupt_id, f.tenant_id, $1, f.thread_id, i.step_index, i.agent, i.payload, i.expires_at, i.on_timeout
-  FROM fence f, jsonb_to_record(f.interrupt) AS i(interrupt_id uuid, step_index integer, agent text, payload jsonb,
+  FROM fence f, jsonb_to_recordset(f.interrupt) AS i(interrupt_id uuid, step_index integer, agent text, payload jsonb,
     expires_at timestamptz, on_timeout jsonb)
   WHERE f.interrupt IS NOT NULL
   RETURNING interrupt_id
@@ -139,6 +143,7 @@ WITH fence AS (${fence}), fresh AS (
   RETURNING event_id, seq
 )
 SELECT (SELECT count(*) FROM fence)::int AS fenced, (SELECT count(*) FROM released)::int AS released,
+  (SELECT concurrency_key FROM fence) AS concurrency_key, (SELECT concurrency_limit FROM fence) AS concurrency_limit,
   (SELECT coalesce(jsonb_agg(jsonb_build_object('event_id', event_id, 'seq', seq)), '[]'::jsonb) FROM logged) AS logged`;
 }
 
@@ -148,7 +153,8 @@ SELECT (SELECT count(*) FROM fence)::int AS fenced, (SELECT count(*) FROM releas
  * it, so no new row version and no index entries. Heartbeats extend the lease.
  */
 const CHECKPOINT_SQL = checkpointSql(`
-  SELECT thread_id, tenant_id, NULL::text AS cancel_action, NULL::jsonb AS base_values, NULL::jsonb AS interrupt
+  SELECT thread_id, tenant_id, NULL::text AS cancel_action, NULL::jsonb AS base_values, NULL::jsonb AS interrupt,
+    NULL::text AS concurrency_key, NULL::int AS concurrency_limit
   FROM runs
   WHERE run_id = $1 AND lease_epoch = $2 AND status = 'running' AND $4::text IS NULL
   FOR SHARE`);
@@ -156,8 +162,8 @@ const CHECKPOINT_SQL = checkpointSql(`
 /**
  * A write that ends the run ($4 success | error | cancelled, with $9 output or
  * $10 error) or suspends it ($4 waiting until $11 — null: until a signal
- * wakes it, see hitl/signals.ts — or interrupted until the
- * interrupt $12 is answered): the status change is the fence. A wake-up is not
+ * wakes it, see hitl/signals.ts — or interrupted until every
+ * interrupt of $12, an array, is resolved): the status change is the fence. A wake-up is not
  * a new attempt, so suspending gives the attempt back. A run asked to cancel
  * while it was suspending wakes at once (an interrupted one goes back to
  * pending), so a worker claims it and ends it as cancelled instead of it
@@ -178,7 +184,7 @@ const ENDING_CHECKPOINT_SQL = checkpointSql(`
     updated_at = now()
   WHERE run_id = $1 AND lease_epoch = $2 AND status = 'running'
   RETURNING thread_id, tenant_id, CASE WHEN $4::text = 'cancelled' THEN cancel_action END AS cancel_action,
-    base_values, $12::jsonb AS interrupt`);
+    base_values, $12::jsonb AS interrupt, concurrency_key, concurrency_limit`);
 
 /**
  * Cancels a run no live worker holds — pending, waiting, interrupted, or
@@ -195,15 +201,34 @@ const CANCEL_UNHELD_SQL = checkpointSql(`
     cancel_reason = $10::jsonb->'details'->>'reason',
     cancelled_by = $11::text,
     cancel_requested_at = COALESCE(cancel_requested_at, now()),
+    key_parked = false,
     lease_owner = NULL,
     lease_expires_at = NULL,
     finished_at = now(),
     updated_at = now()
   WHERE run_id = $1 AND tenant_id = $2::text AND $4::text = 'cancelled'
     AND (status IN ('pending', 'waiting', 'interrupted') OR (status = 'running' AND lease_expires_at < now()))
-  RETURNING thread_id, tenant_id, cancel_action, base_values, NULL::jsonb AS interrupt`);
+  RETURNING thread_id, tenant_id, cancel_action, base_values, NULL::jsonb AS interrupt,
+    -- Only a run that was running held a place of its key (the subquery reads the row as it was).
+    CASE WHEN (SELECT o.status FROM runs o WHERE o.run_id = $1) = 'running' THEN concurrency_key END AS concurrency_key,
+    concurrency_limit`);
 
-/** The interrupt as the ending statement takes it ($12). */
+/** A step as the statements take it (an element of $5). */
+function stepRow(step: StepWrite) {
+  return {
+    step_index: step.index,
+    name: step.name,
+    kind: step.kind,
+    status: step.status,
+    result: step.result ?? null,
+    attempt: step.attempt,
+    usage: step.usage ?? null,
+    wake_at: step.wakeAt?.toISOString() ?? null,
+    started_at: step.startedAt.toISOString(),
+  };
+}
+
+/** An interrupt as the ending statement takes it (an element of $12). */
 function interruptRow(interrupt: InterruptWrite) {
   return {
     interrupt_id: interrupt.id,
@@ -227,7 +252,24 @@ function eventRows(events: readonly PendingEvent[]) {
   }));
 }
 
-type StatementResult = { fenced: number; logged: Array<{ event_id: string; seq: number }> };
+type StatementResult = {
+  fenced: number;
+  logged: Array<{ event_id: string; seq: number }>;
+  /** The run's concurrency key and limit (null: none, or not an ending). */
+  concurrency_key: string | null;
+  concurrency_limit: number | null;
+};
+
+/**
+ * A run that stopped running (ended or suspended) gave its key's place back:
+ * its parked runs are released, after the statement (runs/concurrency.ts).
+ */
+async function releaseKeyPlace(db: Queryable, tenantId: string, row: StatementResult): Promise<void> {
+  if (row.concurrency_key === null || row.concurrency_limit === null) return;
+  const place = { tenantId, key: row.concurrency_key, limit: Number(row.concurrency_limit) };
+  // The write is committed: a release that fails (a lost connection) is left to the sweeper's un-park.
+  await releaseParkedRuns(db, place).catch(() => []);
+}
 
 /** The events a statement logged, as envelopes in seq order (ready to publish after the commit). */
 function loggedEnvelopes(
@@ -275,19 +317,7 @@ export async function writeCheckpoint(
     lease.epoch,
     options.attempt,
     end?.status ?? null,
-    step === undefined
-      ? null
-      : json({
-          step_index: step.index,
-          name: step.name,
-          kind: step.kind,
-          status: step.status,
-          result: step.result ?? null,
-          attempt: step.attempt,
-          usage: step.usage ?? null,
-          wake_at: step.wakeAt?.toISOString() ?? null,
-          started_at: step.startedAt.toISOString(),
-        }),
+    step === undefined ? null : json((Array.isArray(step) ? step : [step]).map(stepRow)),
     write.values === undefined ? null : json(write.values),
     json(events),
     ts,
@@ -300,7 +330,7 @@ export async function writeCheckpoint(
           end.status === 'success' ? json(end.output ?? null) : null,
           'error' in end ? json(end.error) : null,
           end.status === 'waiting' ? (end.until?.toISOString() ?? null) : null,
-          end.status === 'interrupted' ? json(interruptRow(end.interrupt)) : null,
+          end.status === 'interrupted' ? json(end.interrupts.map(interruptRow)) : null,
         ]);
   const row = res.rows[0];
   if (row === undefined || Number(row.fenced) === 0) {
@@ -312,6 +342,7 @@ export async function writeCheckpoint(
       },
     );
   }
+  if (end !== undefined) await releaseKeyPlace(db, lease.tenantId, row);
   return loggedEnvelopes(row, events, {
     threadId: lease.threadId,
     runId: lease.runId,
@@ -353,6 +384,7 @@ export async function cancelUnheldRun(
   ]);
   const row = res.rows[0];
   if (row === undefined || Number(row.fenced) === 0) return null;
+  await releaseKeyPlace(db, run.tenantId, row);
   return loggedEnvelopes(row, events, { threadId: run.threadId, runId: run.runId, attempt: 0, ts });
 }
 

@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { HangarError } from '../errors.ts';
+import { HangarError, type RunErrorRecord } from '../errors.ts';
 import { defineAgent } from '../sdk/agent.ts';
 import { createTestPostgres, createTestStore, STORE_KINDS, type TestStore } from '../testing/db.ts';
-import { writeCheckpoint } from './checkpoint.ts';
+import { cancelRun } from './cancel.ts';
+import { type CheckpointWrite, writeCheckpoint } from './checkpoint.ts';
 import {
   type AgentClaimRules,
   type ClaimPolicy,
@@ -13,10 +14,18 @@ import {
   type Resources,
   runConcurrencyKey,
 } from './concurrency.ts';
-import { type ClaimResult, claimRunsWithPolicy, createRun, releaseRun } from './repository.ts';
+import {
+  type ClaimResult,
+  type CreateRunInput,
+  claimRunsWithPolicy,
+  createRun,
+  releaseRun,
+  requeueExpiredLeases,
+} from './repository.ts';
 import type { ClaimedRun, Lease } from './types.ts';
 
 const LEASE_MS = 60_000;
+const cancelApi = { action: 'interrupt', reason: 'api', by: 'test' } as const;
 
 describe('concurrency settings', () => {
   it('parses name=amount lists and names the variable when one is wrong', () => {
@@ -213,6 +222,155 @@ describe.each(STORE_KINDS)('claims under caps, priorities and fairness on %s', (
   });
 });
 
+describe.each(STORE_KINDS)('runs parked behind a full key on %s', (kind) => {
+  let store: TestStore;
+
+  beforeAll(async () => {
+    store = await createTestStore(kind);
+  });
+
+  afterAll(async () => {
+    await store?.dispose();
+  });
+
+  it("starts a tenant's other keys while a 300-run burst on one key runs one at a time", async () => {
+    const s = new Scenario(store);
+    const tenant = await s.tenant();
+    const agent = s.agent();
+    const burst: string[] = [];
+    for (let i = 0; i < 300; i++)
+      burst.push(await s.create(tenant, agent, { concurrency: { key: 'A', limit: 1 } }));
+    const later: string[] = [];
+    for (let i = 0; i < 5; i++)
+      later.push(await s.create(tenant, agent, { concurrency: { key: 'B', limit: 5 } }));
+    const policy = s.policy({ [agent]: {} }, { slots: 10 });
+    // The burst fills the claim's window (128 runs) more than twice over: B starts once A's runs are parked.
+    const started = await s.claimAsWorker(policy, 10);
+    expect(started.map((r) => r.run.run_id).sort()).toEqual([burst[0], ...later].sort());
+    expect(await s.parked(tenant, 'A')).toBe(299);
+    // A one at a time, in order: each end releases the next, and a claim finds nothing else meanwhile.
+    let holder = started.find((r) => r.run.run_id === burst[0]);
+    for (let i = 1; i <= 3; i++) {
+      await s.finish(holder?.lease);
+      const next = await s.claimAsWorker(policy, 10);
+      expect(next.map((r) => r.run.run_id)).toEqual([burst[i]]);
+      holder = next[0];
+    }
+    expect(await s.parked(tenant, 'A')).toBe(296);
+  });
+
+  it('releases a parked run on every path that gives a place back', async () => {
+    const s = new Scenario(store);
+    const tenant = await s.tenant();
+    const agent = s.agent();
+    const policy = s.policy({ [agent]: {} }, { slots: 4 });
+    const failure: RunErrorRecord = { code: 'internal', type: 'Error', message: 'failed' };
+    const paths: Record<string, (holder: ClaimedRun) => Promise<unknown>> = {
+      success: (h) => s.finish(h.lease),
+      error: (h) => s.end(h, { status: 'error', error: failure }),
+      dead: (h) => s.end(h, { status: 'dead', error: failure }),
+      timeout: (h) => s.end(h, { status: 'timeout', error: failure }),
+      'cancel (the worker ends it)': (h) => s.end(h, { status: 'cancelled', error: failure }),
+      sleep: (h) => s.end(h, { status: 'waiting', until: new Date(Date.now() + 3_600_000) }),
+      'wait for a signal': (h) => s.end(h, { status: 'waiting', until: null }),
+      'cancel of an expired holder': async (h) => {
+        await store.db.query(
+          `UPDATE runs SET lease_expires_at = now() - interval '1 second' WHERE run_id = $1`,
+          [h.run.run_id],
+        );
+        expect((await cancelRun(store.db, tenant, h.run.run_id, cancelApi)).outcome).toBe('cancelled');
+      },
+      'sweeper: dead': async (h) => {
+        await store.db.query(
+          `UPDATE runs SET lease_expires_at = now() - interval '1 second' WHERE run_id = $1`,
+          [h.run.run_id],
+        );
+        const effects = { dead: [] as string[], events: [] };
+        await requeueExpiredLeases(store.db, 100, { maxAttempts: 1, effects });
+        expect(effects.dead).toContain(h.run.run_id);
+      },
+    };
+    for (const [path, end] of Object.entries(paths)) {
+      const key = `k-${path}`;
+      const holder = await s.create(tenant, agent, { concurrency: { key, limit: 1 } });
+      const parked = await s.create(tenant, agent, { concurrency: { key, limit: 1 } });
+      const first = await s.claimAsWorker(policy, 4);
+      expect(first.map((r) => r.run.run_id)).toEqual([holder]);
+      expect(await s.parked(tenant, key)).toBe(1);
+      await end(first[0] as ClaimedRun);
+      expect({ path, parked: await s.parked(tenant, key) }).toEqual({ path, parked: 0 });
+      const next = await s.claimAsWorker(policy, 4);
+      expect({ path, claimed: next.map((r) => r.run.run_id) }).toEqual({ path, claimed: [parked] });
+      await s.finish(next[0]?.lease);
+    }
+  });
+
+  it('un-parks, in the sweep, a key with room whose release never came', async () => {
+    const s = new Scenario(store);
+    const tenant = await s.tenant();
+    const agent = s.agent();
+    const policy = s.policy({ [agent]: {} }, { slots: 4 });
+    const holder = await s.create(tenant, agent, { concurrency: { key: 'K', limit: 1 } });
+    const parked = await s.create(tenant, agent, { concurrency: { key: 'K', limit: 1 } });
+    expect((await s.claimAsWorker(policy, 4)).map((r) => r.run.run_id)).toEqual([holder]);
+    // The holder's process died between its ending write and the release.
+    await store.db.query(`UPDATE runs SET status = 'success', finished_at = now() WHERE run_id = $1`, [
+      holder,
+    ]);
+    expect(await s.claimAsWorker(policy, 4)).toHaveLength(0);
+    await requeueExpiredLeases(store.db);
+    expect(await s.parked(tenant, 'K')).toBe(0);
+    expect((await s.claimAsWorker(policy, 4)).map((r) => r.run.run_id)).toEqual([parked]);
+  });
+
+  it('cancelling a parked run leaks no place', async () => {
+    const s = new Scenario(store);
+    const tenant = await s.tenant();
+    const agent = s.agent();
+    const policy = s.policy({ [agent]: {} }, { slots: 4 });
+    const runs: string[] = [];
+    for (let i = 0; i < 3; i++)
+      runs.push(await s.create(tenant, agent, { concurrency: { key: 'K', limit: 1 } }));
+    const [holder] = await s.claimAsWorker(policy, 4);
+    expect(holder?.run.run_id).toBe(runs[0]);
+    expect(await s.parked(tenant, 'K')).toBe(2);
+    expect((await cancelRun(store.db, tenant, runs[1] ?? '', cancelApi)).outcome).toBe('cancelled');
+    // Still full: the cancelled run held no place and released nobody.
+    expect(await s.parked(tenant, 'K')).toBe(1);
+    expect(await s.claimAsWorker(policy, 4)).toHaveLength(0);
+    await s.finish(holder?.lease);
+    const [third] = await s.claimAsWorker(policy, 4);
+    expect(third?.run.run_id).toBe(runs[2]);
+    await s.finish(third?.lease);
+    // The key is empty again: a new run starts at once, with its one place.
+    const fourth = await s.create(tenant, agent, { concurrency: { key: 'K', limit: 1 } });
+    expect((await s.claimAsWorker(policy, 4)).map((r) => r.run.run_id)).toEqual([fourth]);
+  });
+
+  it('parks a run behind its key that also waits behind its thread, and releases it in turn', async () => {
+    const s = new Scenario(store);
+    const tenant = await s.tenant();
+    const agent = s.agent();
+    const policy = s.policy({ [agent]: {} }, { slots: 4 });
+    const threadId = randomUUID();
+    await store.db.query('INSERT INTO threads (thread_id, tenant_id) VALUES ($1, $2)', [threadId, tenant]);
+    const onKey = { concurrency: { key: 'K', limit: 1 } };
+    const holder = await s.create(tenant, agent, onKey);
+    const first = await s.create(tenant, agent, { ...onKey, threadId, multitaskStrategy: 'enqueue' });
+    const second = await s.create(tenant, agent, { ...onKey, threadId, multitaskStrategy: 'enqueue' });
+    const [h] = await s.claimAsWorker(policy, 4);
+    expect(h?.run.run_id).toBe(holder);
+    // `first` waits on the key (its thread is free), `second` on its thread.
+    expect(await s.parked(tenant, 'K')).toBe(1);
+    await s.finish(h?.lease);
+    const [a] = await s.claimAsWorker(policy, 4);
+    expect(a?.run.run_id).toBe(first);
+    await s.finish(a?.lease);
+    const [b] = await s.claimAsWorker(policy, 4);
+    expect(b?.run.run_id).toBe(second);
+  });
+});
+
 describe('concurrent claimers on real Postgres', () => {
   let store: TestStore;
 
@@ -269,6 +427,91 @@ describe('concurrent claimers on real Postgres', () => {
   });
 });
 
+describe('parking with concurrent claimers and endings on real Postgres', () => {
+  let store: TestStore;
+
+  beforeAll(async () => {
+    store = await createTestPostgres();
+  });
+
+  afterAll(async () => {
+    await store?.dispose();
+  });
+
+  it('holds every key to its cap exactly and leaves no run parked once its key has room', async () => {
+    const s = new Scenario(store);
+    const tenant = await s.tenant();
+    const agent = s.agent();
+    const limits: Record<string, number> = { k0: 1, k1: 2, k2: 1, k3: 3 };
+    const ids: string[] = [];
+    for (const [key, n] of [
+      ['k0', 40],
+      ['k1', 25],
+      ['k2', 20],
+      ['k3', 20],
+    ] as const) {
+      for (let i = 0; i < n; i++)
+        ids.push(await s.create(tenant, agent, { concurrency: { key, limit: limits[key] ?? 1 } }));
+    }
+    for (let i = 0; i < 15; i++) ids.push(await s.create(tenant, agent));
+    const policy = s.policy({ [agent]: {} }, { slots: 3 });
+    const over: string[] = [];
+    const checkCaps = async () => {
+      const res = await store.db.query<{ concurrency_key: string; n: string }>(
+        `SELECT concurrency_key, count(*) AS n FROM runs WHERE tenant_id = $1 AND status = 'running'
+           AND concurrency_key IS NOT NULL GROUP BY concurrency_key`,
+        [tenant],
+      );
+      for (const row of res.rows) {
+        if (Number(row.n) > (limits[row.concurrency_key] ?? 0)) over.push(`${row.concurrency_key}: ${row.n}`);
+      }
+    };
+    // Six workers claim (as the worker does) and end what they claimed, all at once, for `rounds` rounds each.
+    const work = (rounds: number) =>
+      Promise.all(
+        Array.from({ length: 6 }, async (_, w) => {
+          for (let round = 0; round < rounds; round++) {
+            const claimed = await s.claimAsWorker(policy, 3, `w${w}`);
+            await checkCaps();
+            await Promise.all(
+              claimed.map(async (run, i) => {
+                await new Promise((resolve) => setTimeout(resolve, (i * 3 + w) % 5));
+                await s.finish(run.lease);
+              }),
+            );
+          }
+        }),
+      );
+    await work(6);
+    expect(await s.parked(tenant, 'k0')).toBeGreaterThan(0);
+    // Quiet: no run waits parked while its key has a place that neither a running run nor a released
+    // (claimable) run of the key takes.
+    const stranded = await store.db.query(
+      `SELECT r.run_id FROM runs r JOIN threads t ON t.thread_id = r.thread_id
+       WHERE r.tenant_id = $1 AND r.available_at = 'infinity' AND r.status IN ('pending', 'waiting')
+         AND (t.active_run_id IS NULL OR t.active_run_id = r.run_id)
+         AND (SELECT count(*) FROM runs x WHERE x.tenant_id = r.tenant_id AND x.concurrency_key = r.concurrency_key
+           AND (x.status = 'running' OR (x.status IN ('pending', 'waiting') AND x.available_at <= now())))
+           < r.concurrency_limit`,
+      [tenant],
+    );
+    expect(stranded.rows).toEqual([]);
+    // Then to the end: every run ran, with no help from the sweeper's safety net.
+    const deadline = Date.now() + 40_000;
+    let left = ids.length;
+    while (left > 0 && Date.now() < deadline) {
+      await work(2);
+      const res = await store.db.query<{ n: string }>(
+        `SELECT count(*) AS n FROM runs WHERE tenant_id = $1 AND status <> 'success'`,
+        [tenant],
+      );
+      left = Number(res.rows[0]?.n);
+    }
+    expect(left).toBe(0);
+    expect(over).toEqual([]);
+  });
+});
+
 /** Tenants, agents and runs of one test, and the claims it makes. */
 class Scenario {
   constructor(private readonly store: TestStore) {}
@@ -286,7 +529,7 @@ class Scenario {
   async create(
     tenantId: string,
     agent: string,
-    extra: { priority?: number; concurrency?: { key: string; limit: number } } = {},
+    extra: Pick<CreateRunInput, 'priority' | 'concurrency' | 'threadId' | 'multitaskStrategy'> = {},
   ): Promise<string> {
     const run = await createRun(this.store.db, {
       tenantId,
@@ -330,6 +573,44 @@ class Scenario {
       this.options({ ...policy, free }, limit - first.length),
     );
     return [...first, ...result.runs];
+  }
+
+  /**
+   * Claims as the worker does: again at once while the claim parks runs (its
+   * window moved on) or meets caps for the first time, until nothing is left.
+   */
+  async claimAsWorker(policy: ClaimPolicy, limit: number, owner = 'w'): Promise<ClaimedRun[]> {
+    const claimed: ClaimedRun[] = [];
+    const free = { ...policy.free };
+    for (let round = 0; round < 50 && claimed.length < limit; round++) {
+      const result = await claimRunsWithPolicy(
+        this.store.db,
+        this.options({ ...policy, free }, limit - claimed.length, owner),
+      );
+      claimed.push(...result.runs);
+      for (const run of result.runs) {
+        for (const [name, amount] of Object.entries(policy.agents[run.run.agent]?.resources ?? {})) {
+          free[name] = (free[name] ?? 0) - amount;
+        }
+      }
+      if (result.parked === 0 && !result.countersCreated) break;
+    }
+    return claimed;
+  }
+
+  /** How many of a key's runs wait parked. */
+  async parked(tenantId: string, key: string): Promise<number> {
+    const res = await this.store.db.query<{ n: string }>(
+      `SELECT count(*) AS n FROM runs WHERE tenant_id = $1 AND concurrency_key = $2 AND key_parked
+         AND available_at = 'infinity'`,
+      [tenantId, key],
+    );
+    return Number(res.rows[0]?.n);
+  }
+
+  /** Ends or suspends a claimed run as its worker would. */
+  async end(run: ClaimedRun, end: CheckpointWrite['end']): Promise<void> {
+    await writeCheckpoint(this.store.db, run.lease, { attempt: 1 }, { events: [], ...(end ? { end } : {}) });
   }
 
   async finish(lease: Lease | undefined): Promise<void> {

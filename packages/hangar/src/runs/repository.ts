@@ -13,7 +13,14 @@ import {
 } from '../store/sql.ts';
 import { enqueueWebhook } from '../webhooks/repository.ts';
 import { type CancelRequest, type CancelRequestRow, cancelRun, requestFromRow } from './cancel.ts';
-import { type ClaimPolicy, claimParameters, claimSql, defaultPolicy } from './concurrency.ts';
+import {
+  type ClaimPolicy,
+  claimParameters,
+  claimSql,
+  defaultPolicy,
+  releaseParkedRuns,
+  unparkFreeKeys,
+} from './concurrency.ts';
 import type { MultitaskStrategy, RunStatus } from './status.ts';
 import type { ClaimedRun, Lease, Run } from './types.ts';
 
@@ -328,6 +335,11 @@ export interface ClaimResult {
    * runs held back by them are claimable at once (claim again).
    */
   countersCreated: boolean;
+  /**
+   * Runs the claim parked behind a full concurrency key: its window moved on
+   * to the runs behind them (claim again).
+   */
+  parked: number;
 }
 
 /**
@@ -362,11 +374,12 @@ export async function claimRunsWithPolicy(
       history: StepHistoryRow[];
       cancel_requested_at: Date | null;
       counters_created: string | number;
+      parked: string | number;
     };
   const params = claimParameters(options.policy ?? defaultPolicy(options.agents, options.limit));
   // No agent fits what is free (a worker whose browsers are all taken, say): nothing to ask.
   if (Object.keys(params.agents).length === 0 || options.limit <= 0)
-    return { runs: [], countersCreated: false };
+    return { runs: [], countersCreated: false, parked: 0 };
   const res = await db.query<ClaimRow>(CLAIM_SQL, [
     json(params.agents),
     options.owner,
@@ -396,7 +409,11 @@ export async function claimRunsWithPolicy(
         cancel: row.cancel_requested_at === null ? null : requestFromRow(row),
       };
     });
-  return { runs, countersCreated: Number(res.rows[0]?.counters_created ?? 0) > 0 };
+  return {
+    runs,
+    countersCreated: Number(res.rows[0]?.counters_created ?? 0) > 0,
+    parked: Number(res.rows[0]?.parked ?? 0),
+  };
 }
 
 /** Claims one run (see claimRuns). */
@@ -432,13 +449,22 @@ export async function heartbeat(db: Queryable, lease: Lease, leaseMs: number): P
 
 /** Hands a run back to the queue without counting the attempt (graceful drain). */
 export async function releaseRun(db: Queryable, lease: Lease): Promise<boolean> {
-  const res = await db.query(
+  const res = await db.query<{ concurrency_key: string | null; concurrency_limit: number | null }>(
     `UPDATE runs SET status = 'pending', attempt = attempt - 1, lease_owner = NULL, lease_expires_at = NULL,
        available_at = now(), updated_at = now()
-     WHERE run_id = $1 AND lease_epoch = $2 AND status = 'running'`,
+     WHERE run_id = $1 AND lease_epoch = $2 AND status = 'running'
+     RETURNING concurrency_key, concurrency_limit`,
     [lease.runId, lease.epoch],
   );
-  return res.rowCount > 0;
+  const row = res.rows[0];
+  if (row === undefined) return false;
+  // Its key's place is free again: the key's oldest parked run takes its turn (runs/concurrency.ts).
+  if (row.concurrency_key !== null && row.concurrency_limit !== null) {
+    const place = { tenantId: lease.tenantId, key: row.concurrency_key, limit: row.concurrency_limit };
+    // Handed back already: a release that fails is left to the sweeper's un-park.
+    await releaseParkedRuns(db, place).catch(() => []);
+  }
+  return true;
 }
 
 /**
@@ -480,8 +506,8 @@ export async function requeueExpiredLeases(
   options: SweepOptions = {},
 ): Promise<string[]> {
   type SweepRow = {
-    kind: 'requeued' | 'dead';
-    run_id: string;
+    kind: 'requeued' | 'dead' | 'place';
+    run_id: string | null;
     thread_id: string | null;
     seq: string | number | null;
     event_id: string | null;
@@ -503,7 +529,7 @@ export async function requeueExpiredLeases(
        UPDATE runs r SET status = 'pending', lease_owner = NULL, lease_lock = NULL, lease_expires_at = NULL,
          available_at = now(), updated_at = now()
        FROM expired e WHERE r.run_id = e.run_id AND NOT e.exhausted
-       RETURNING r.run_id
+       RETURNING r.run_id, r.tenant_id, r.concurrency_key, r.concurrency_limit
      ), dead AS (
        UPDATE runs r SET status = 'dead', lease_owner = NULL, lease_lock = NULL, lease_expires_at = NULL,
          error = jsonb_build_object('code', 'attempts_exhausted', 'type', 'AttemptsExhausted',
@@ -511,7 +537,7 @@ export async function requeueExpiredLeases(
            'details', jsonb_build_object('attempts', r.attempt, 'max_attempts', $2::int)),
          finished_at = now(), updated_at = now()
        FROM expired e WHERE r.run_id = e.run_id AND e.exhausted
-       RETURNING r.run_id, r.thread_id, r.tenant_id, r.attempt, r.error
+       RETURNING r.run_id, r.thread_id, r.tenant_id, r.attempt, r.error, r.concurrency_key, r.concurrency_limit
      ), counter AS (
        UPDATE threads t SET last_seq = t.last_seq + 1,
          status = CASE WHEN t.active_run_id = d.run_id THEN 'error' ELSE t.status END,
@@ -524,7 +550,7 @@ export async function requeueExpiredLeases(
        UPDATE runs q SET available_at = now(), updated_at = now()
        WHERE q.run_id IN (
          SELECT DISTINCT ON (o.thread_id) o.run_id FROM runs o JOIN dead d ON o.thread_id = d.thread_id
-         WHERE o.status = 'pending' AND o.available_at = 'infinity' AND o.run_id <> d.run_id
+         WHERE o.status = 'pending' AND o.available_at = 'infinity' AND NOT o.key_parked AND o.run_id <> d.run_id
            AND COALESCE((SELECT h.active_run_id FROM threads h WHERE h.thread_id = d.thread_id), d.run_id) = d.run_id
          ORDER BY o.thread_id, o.created_at, o.run_id)
        RETURNING q.run_id
@@ -538,11 +564,24 @@ export async function requeueExpiredLeases(
      SELECT 'requeued' AS kind, run_id, NULL::uuid AS thread_id, NULL::bigint AS seq, NULL::uuid AS event_id,
        NULL::int AS attempt, NULL::timestamptz AS ts, NULL::jsonb AS data FROM requeued
      UNION ALL
-     SELECT 'dead', run_id, thread_id, seq, event_id, attempt, ts, data FROM logged`,
+     SELECT 'dead', run_id, thread_id, seq, event_id, attempt, ts, data FROM logged
+     UNION ALL
+     -- The keys whose places the swept runs gave back, released below (the limit as attempt, [tenant, key] as data).
+     SELECT DISTINCT 'place', NULL::uuid, NULL::uuid, NULL::bigint, NULL::uuid, concurrency_limit, NULL::timestamptz,
+       jsonb_build_array(tenant_id, concurrency_key)
+     FROM (SELECT tenant_id, concurrency_key, concurrency_limit FROM requeued
+       UNION ALL SELECT tenant_id, concurrency_key, concurrency_limit FROM dead) k
+     WHERE concurrency_limit IS NOT NULL`,
     [limit, options.maxAttempts ?? DEFAULT_MAX_RUN_ATTEMPTS],
   );
   const requeued: string[] = [];
   for (const row of res.rows) {
+    if (row.kind === 'place') {
+      const [tenantId, key] = row.data as [string, string];
+      await releaseParkedRuns(db, { tenantId, key, limit: Number(row.attempt) });
+      continue;
+    }
+    if (row.run_id === null) continue;
     if (row.kind === 'requeued') requeued.push(row.run_id);
     if (row.kind !== 'dead' || row.thread_id === null || row.event_id === null) continue;
     options.effects?.dead.push(row.run_id);
@@ -558,6 +597,8 @@ export async function requeueExpiredLeases(
       data: row.data,
     });
   }
+  // The safety net: keys with room whose parked runs were never released (runs/concurrency.ts).
+  await unparkFreeKeys(db);
   return requeued;
 }
 

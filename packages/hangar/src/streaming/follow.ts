@@ -30,6 +30,12 @@ export interface FollowOptions {
    * `recovered: false`). Without it such a position waits for the log to reach it.
    */
   signalReset?: boolean;
+  /**
+   * End the stream once it is caught up (the catch-up confirmed by the log and
+   * no live message waiting) instead of waiting for more: the reader then
+   * takes the thread's shared feed (streaming/feed.ts).
+   */
+  untilCaughtUp?: boolean;
 }
 
 /**
@@ -154,6 +160,7 @@ export async function* followThread(options: FollowOptions): AsyncGenerator<Even
       }
       const message = queue.shift();
       if (message === undefined) {
+        if (options.untilCaughtUp === true) return;
         const timedOut = await new Promise<boolean>((resolve) => {
           const timer = setTimeout(() => resolve(true), pollMs);
           wakeUp = () => {

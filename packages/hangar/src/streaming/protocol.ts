@@ -317,7 +317,13 @@ function lifecycleData(envelope: EventEnvelope): unknown {
         },
       };
     case 'run.interrupted':
-      return { event: 'interrupted', runId, interruptId: data.interrupt_id };
+      // Parallel interrupts (one Promise.all): `interruptId` is the first, `interruptIds` all of them.
+      return {
+        event: 'interrupted',
+        runId,
+        interruptId: data.interrupt_id,
+        ...(Array.isArray(data.interrupt_ids) ? { interruptIds: data.interrupt_ids } : {}),
+      };
     case 'run.completed': {
       if (data.status === 'success') {
         return { event: 'completed', runId, status: 'success', output: data.output ?? null, terminal: true };

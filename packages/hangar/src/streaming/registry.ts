@@ -1,4 +1,5 @@
 import type { StreamSettings } from './backpressure.ts';
+import { ThreadFeeds } from './feed.ts';
 
 /**
  * The thread-stream close codes (WebSocket close codes; SSE carries the same
@@ -33,6 +34,8 @@ export interface StreamConnection {
  * gateway waits until they have gone, and cuts what is left at a deadline.
  */
 export class StreamRegistry {
+  /** The threads' shared live feeds of this gateway (streaming/feed.ts). */
+  readonly feeds = new ThreadFeeds();
   private readonly open = new Set<StreamConnection>();
   private closing: Promise<void> | undefined;
 

@@ -3,7 +3,8 @@ import type { Logger } from 'pino';
 import type { Bus } from '../bus/bus.ts';
 import type { Queryable } from '../store/sql.ts';
 import type { StreamSettings } from './backpressure.ts';
-import { type Filter, type ProtocolEvent, subscriptionId } from './protocol.ts';
+import type { FeedItem } from './feed.ts';
+import { type Filter, subscriptionId } from './protocol.ts';
 import { ThreadPump } from './pump.ts';
 import { CLOSE_CODES, type CloseReason, type StreamRegistry } from './registry.ts';
 
@@ -82,25 +83,23 @@ export function serveThreadSse(res: ServerResponse, options: ThreadSseOptions): 
     tenantId: options.tenantId,
     threadId: options.threadId,
     settings,
-    outlet: {
+    feeds: options.registry.feeds,
+    sink: {
       queuedBytes: () => res.writableLength,
       get closed() {
         return closed || res.writableEnded;
       },
-    },
-    send: (event: ProtocolEvent) => {
-      if (!res.writableEnded) {
-        res.write(`id: ${event.eventId}\nevent: ${event.method}\ndata: ${JSON.stringify(event)}\n\n`);
-      }
-    },
-    onSlow: () => end('slow'),
-    onReset: (lastSeq) => end('reset', lastSeq),
-    onError: (err) => {
-      logger.error({ err }, 'thread stream failed');
-      res.destroy();
+      send: (item: FeedItem) => {
+        if (!res.writableEnded) res.write(item.sse);
+      },
+      onSlow: () => end('slow'),
+      onReset: (lastSeq) => end('reset', lastSeq),
+      onError: (err) => {
+        logger.error({ err }, 'thread stream failed');
+        res.destroy();
+      },
     },
     signal: stop.signal,
-    logger,
   });
   options.registry.add({ close: (reason) => end(reason), destroy: () => res.destroy(), done });
   pump.add({ id: subscriptionId(options.filter), filter: options.filter, from: options.from });

@@ -1,8 +1,8 @@
-import type { Logger } from 'pino';
 import type { RawData, WebSocket } from 'ws';
 import type { Bus } from '../bus/bus.ts';
 import type { Queryable } from '../store/sql.ts';
 import type { StreamSettings } from './backpressure.ts';
+import type { FeedItem } from './feed.ts';
 import {
   CommandEnvelope,
   type ErrorResponse,
@@ -17,8 +17,8 @@ import {
   toFilter,
   UnsubscribeParams,
 } from './protocol.ts';
-import { ThreadPump } from './pump.ts';
-import { CLOSE_CODES, type CloseReason, type StreamRegistry } from './registry.ts';
+import { type PumpSink, ThreadPump } from './pump.ts';
+import { CLOSE_CODES, type CloseReason, type StreamConnection, type StreamRegistry } from './registry.ts';
 
 /** What a command answers: its `result`, and the position it applies through when it has one. */
 export interface CommandResult {
@@ -44,7 +44,14 @@ export interface WebSocketStreamOptions {
   settings: StreamSettings;
   registry: StreamRegistry;
   commands: ThreadCommands;
-  logger: Pick<Logger, 'info' | 'error'>;
+  logger: StreamLogger;
+}
+
+/** What a socket logs through. */
+export interface StreamLogger {
+  info(fields: object, message: string): void;
+  warn(fields: object, message: string): void;
+  error(fields: object, message: string): void;
 }
 
 /** Spec methods Hangar does not implement (yet): answered `not_supported`, not `unknown_command`. */
@@ -65,70 +72,114 @@ const MAX_IN_FLIGHT = 16;
  * stays open.
  */
 export function serveWebSocket(socket: WebSocket, options: WebSocketStreamOptions): void {
-  const { settings, logger } = options;
-  const stop = new AbortController();
-  let closed = false;
-  let resolveDone: () => void = () => {};
-  const done = new Promise<void>((resolve) => {
-    resolveDone = resolve;
-  });
+  new ThreadSocket(socket, options);
+}
 
-  const closeWith = (reason: CloseReason) => {
-    if (closed || socket.readyState !== socket.OPEN) return;
-    logger.info({ reason, queued_bytes: socket.bufferedAmount }, 'thread stream closed by the gateway');
-    socket.close(CLOSE_CODES[reason], reason);
-  };
-  const outlet = {
-    queuedBytes: () => socket.bufferedAmount,
-    get closed() {
-      return closed;
-    },
-  };
-  const sendJson = (message: unknown) => {
-    if (closed || socket.readyState !== socket.OPEN) return;
-    socket.send(JSON.stringify(message));
-  };
-  const pump = new ThreadPump({
-    db: options.db,
-    bus: options.bus,
-    tenantId: options.tenantId,
-    threadId: options.threadId,
-    settings,
-    outlet,
-    send: sendJson,
-    onSlow: () => closeWith('slow'),
-    onReset: () => closeWith('reset'),
-    onError: (err) => {
-      logger.error({ err }, 'thread stream failed');
-      if (!closed) socket.close(1011, 'internal error');
-    },
-    signal: stop.signal,
-    logger,
-  });
+/**
+ * One open thread WebSocket. A class, its handlers methods: an idle socket
+ * may stay open for hours, and per-socket closures (named ones cost a
+ * property dictionary each under tsx) were a quarter of its memory
+ * (docs/performance.md, "Streaming").
+ */
+class ThreadSocket implements PumpSink, StreamConnection {
+  readonly done: Promise<void>;
+  closed = false;
+  private resolveDone: (() => void) | undefined;
+  private readonly stop = new AbortController();
+  private readonly pump: ThreadPump;
+  private readonly heartbeat: NodeJS.Timeout;
+  /** Pings left unanswered in a row. */
+  private unanswered = 0;
+  private inFlight = 0;
 
-  options.registry.add({
-    close: closeWith,
-    destroy: () => socket.terminate(),
-    done,
-  });
+  constructor(
+    private readonly socket: WebSocket,
+    private readonly options: WebSocketStreamOptions,
+  ) {
+    this.done = new Promise<void>((resolve) => {
+      this.resolveDone = resolve;
+    });
+    this.pump = new ThreadPump({
+      db: options.db,
+      bus: options.bus,
+      tenantId: options.tenantId,
+      threadId: options.threadId,
+      settings: options.settings,
+      feeds: options.registry.feeds,
+      sink: this,
+      signal: this.stop.signal,
+    });
+    options.registry.add(this);
+    socket.on('pong', () => {
+      this.unanswered = 0;
+    });
+    this.heartbeat = setInterval(() => this.ping(), options.settings.heartbeatMs);
+    this.heartbeat.unref();
+    socket.on('message', (data: RawData, isBinary: boolean) => this.onMessage(data, isBinary));
+    socket.on('close', () => this.onClose());
+  }
 
-  // Pings: a peer that leaves `missedPongs` in a row unanswered is dropped.
-  let unanswered = 0;
-  socket.on('pong', () => {
-    unanswered = 0;
-  });
-  const heartbeat = setInterval(() => {
-    if (unanswered >= settings.missedPongs) {
-      logger.info({ missed: unanswered }, 'thread stream peer missed its pings; dropped');
-      socket.terminate();
+  /** StreamConnection: tells the client to go, with the reason's code. */
+  close(reason: CloseReason): void {
+    if (this.closed || this.socket.readyState !== this.socket.OPEN) return;
+    this.options.logger.info(
+      { reason, queued_bytes: this.socket.bufferedAmount },
+      'thread stream closed by the gateway',
+    );
+    this.socket.close(CLOSE_CODES[reason], reason);
+  }
+
+  destroy(): void {
+    this.socket.terminate();
+  }
+
+  queuedBytes(): number {
+    return this.socket.bufferedAmount;
+  }
+
+  send(item: FeedItem): void {
+    if (!this.closed && this.socket.readyState === this.socket.OPEN) this.socket.send(item.json);
+  }
+
+  onSlow(): void {
+    this.close('slow');
+  }
+
+  onReset(): void {
+    this.close('reset');
+  }
+
+  onError(err: unknown): void {
+    this.options.logger.error({ err }, 'thread stream failed');
+    if (!this.closed) this.socket.close(1011, 'internal error');
+  }
+
+  private sendJson(message: unknown): void {
+    if (this.closed || this.socket.readyState !== this.socket.OPEN) return;
+    this.socket.send(JSON.stringify(message));
+  }
+
+  /** A peer that leaves `missedPongs` pings in a row unanswered is dropped. */
+  private ping(): void {
+    if (this.unanswered >= this.options.settings.missedPongs) {
+      this.options.logger.info({ missed: this.unanswered }, 'thread stream peer missed its pings; dropped');
+      this.socket.terminate();
       return;
     }
-    unanswered++;
-    socket.ping();
-  }, settings.heartbeatMs);
-  heartbeat.unref();
+    this.unanswered++;
+    this.socket.ping();
+  }
 
-  const subscribe = async (params: unknown): Promise<CommandResult> => {
+  private onClose(): void {
+    this.closed = true;
+    clearInterval(this.heartbeat);
+    this.stop.abort();
+    this.resolveDone?.();
+  }
+
+  private async subscribe(params: unknown): Promise<CommandResult> {
+    const { pump, options } = this;
+    const { settings } = options;
     const parsed = parseParams(SubscribeParams, params);
     const filter = toFilter(parsed);
     const now = Math.max(pump.position, await options.commands.position());
@@ -156,9 +207,11 @@ export function serveWebSocket(socket: WebSocket, options: WebSocketStreamOption
     for (let n = 2; pump.has(id); n++) id = `${subscriptionId(filter)}#${n}`;
     pump.add({ id, filter, from });
     return { result: { subscriptionId: id }, appliedThroughSeq: from };
-  };
+  }
 
-  const reconnect = async (params: unknown): Promise<CommandResult> => {
+  private async reconnect(params: unknown): Promise<CommandResult> {
+    const { pump, options } = this;
+    const { settings } = options;
     const parsed = parseParams(ReconnectParams, params);
     if (parsed.runId !== undefined) await options.commands.checkRun(parsed.runId);
     const ids = parsed.subscriptions ?? [];
@@ -180,15 +233,15 @@ export function serveWebSocket(socket: WebSocket, options: WebSocketStreamOption
       if (filter !== undefined && !pump.has(id)) pump.add({ id, filter, from });
     }
     return { result: { restored }, appliedThroughSeq: from };
-  };
+  }
 
-  const dispatch = (method: string, params: unknown): Promise<CommandResult> => {
+  private dispatch(method: string, params: unknown): Promise<CommandResult> {
     switch (method) {
       case 'subscription.subscribe':
-        return subscribe(params);
+        return this.subscribe(params);
       case 'subscription.unsubscribe': {
         const { subscriptionId: id } = parseParams(UnsubscribeParams, params);
-        if (!pump.remove(id)) {
+        if (!this.pump.remove(id)) {
           throw new ProtocolError(
             'no_such_subscription',
             `no subscription ${id.slice(0, 80)} on this socket`,
@@ -200,11 +253,11 @@ export function serveWebSocket(socket: WebSocket, options: WebSocketStreamOption
         return Promise.resolve({ result: {} });
       }
       case 'subscription.reconnect':
-        return reconnect(params);
+        return this.reconnect(params);
       case 'run.start':
-        return options.commands.runStart(params);
+        return this.options.commands.runStart(params);
       case 'input.respond':
-        return options.commands.inputRespond(params);
+        return this.options.commands.inputRespond(params);
       default:
         throw NOT_SUPPORTED.has(method)
           ? new ProtocolError('not_supported', `${method} is not supported by Hangar`, { field: 'method' })
@@ -212,16 +265,16 @@ export function serveWebSocket(socket: WebSocket, options: WebSocketStreamOption
               field: 'method',
             });
     }
-  };
+  }
 
-  let inFlight = 0;
-  socket.on('message', (data: RawData, isBinary: boolean) => {
+  private fail(id: number | null, err: unknown): void {
+    const response: ErrorResponse = errorResponse(id, err);
+    if (response.code === 'internal') this.options.logger.error({ err }, 'thread stream command failed');
+    this.sendJson(response);
+  }
+
+  private onMessage(data: RawData, isBinary: boolean): void {
     let id: number | null = null;
-    const fail = (err: unknown) => {
-      const response: ErrorResponse = errorResponse(id, err);
-      if (response.code === 'internal') logger.error({ err }, 'thread stream command failed');
-      sendJson(response);
-    };
     try {
       if (isBinary)
         throw new ProtocolError('invalid_argument', 'commands are JSON text messages', {
@@ -246,7 +299,7 @@ export function serveWebSocket(socket: WebSocket, options: WebSocketStreamOption
           },
         );
       }
-      if (inFlight >= MAX_IN_FLIGHT) {
+      if (this.inFlight >= MAX_IN_FLIGHT) {
         throw new ProtocolError(
           'invalid_argument',
           `more than ${MAX_IN_FLIGHT} commands in flight; wait for answers`,
@@ -255,34 +308,30 @@ export function serveWebSocket(socket: WebSocket, options: WebSocketStreamOption
           },
         );
       }
-      inFlight++;
+      this.inFlight++;
       const commandId = parsed.data.id;
       const { method, params } = parsed.data;
       Promise.resolve()
-        .then(() => dispatch(method, params))
-        .then((answer) => {
-          const response: SuccessResponse = {
-            type: 'success',
-            id: commandId,
-            result: answer.result,
-            ...(answer.appliedThroughSeq === undefined
-              ? {}
-              : { meta: { appliedThroughSeq: answer.appliedThroughSeq } }),
-          };
-          sendJson(response);
-        }, fail)
+        .then(() => this.dispatch(method, params))
+        .then(
+          (answer) => {
+            const response: SuccessResponse = {
+              type: 'success',
+              id: commandId,
+              result: answer.result,
+              ...(answer.appliedThroughSeq === undefined
+                ? {}
+                : { meta: { appliedThroughSeq: answer.appliedThroughSeq } }),
+            };
+            this.sendJson(response);
+          },
+          (err: unknown) => this.fail(commandId, err),
+        )
         .finally(() => {
-          inFlight--;
+          this.inFlight--;
         });
     } catch (err) {
-      fail(err);
+      this.fail(id, err);
     }
-  });
-
-  socket.on('close', () => {
-    closed = true;
-    clearInterval(heartbeat);
-    stop.abort();
-    resolveDone();
-  });
+  }
 }

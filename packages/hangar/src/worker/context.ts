@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { HangarError, isHangarError } from '../errors.ts';
 import { CHANNEL_PATTERN, type PendingEvent } from '../events/envelope.ts';
+import type { InterruptWrite } from '../runs/checkpoint.ts';
 import type { Lease } from '../runs/types.ts';
 import type {
   InterruptOptions,
@@ -47,10 +48,30 @@ export class SuspendSignal extends Error {
 }
 
 /**
- * How an attempt suspended itself: a sleep until a time, an interrupt until
- * its answer, or a wait for an event (until a time, or null: only the event).
+ * How an attempt suspended itself: a sleep until a time, interrupts until
+ * every one is resolved (`interruptId` is the first of `interruptIds`), or a
+ * wait for an event (until a time, or null: only the event).
  */
-export type Suspension = { until: Date } | { interruptId: string } | { event: string; until: Date | null };
+export type Suspension =
+  | { until: Date }
+  | { interruptId: string; interruptIds: string[] }
+  | { event: string; until: Date | null };
+
+/**
+ * A suspending operation (an interrupt, a sleep, a wait for an event) raised
+ * by the agent's code, waiting for the attempt to go quiet: its step row, its
+ * own events, and how it suspends the run. `park` never settles its promise
+ * unless the suspension's write fails.
+ */
+interface Parked {
+  step: StepCheckpoint;
+  /** An interrupt: its row and the events announcing it. */
+  interrupt?: { write: InterruptWrite; requested: PendingEvent };
+  /** A sleep (until set) or a wait for an event (event set; until its timeout or null). */
+  until?: Date | null;
+  event?: string;
+  fail: (err: unknown) => void;
+}
 
 const currentStep = new AsyncLocalStorage<{ name: string }>();
 
@@ -96,6 +117,9 @@ function parked(): Promise<never> {
 /** Step results are stored wrapped, so `undefined` replays as `undefined`. */
 type Stored = { v?: unknown };
 
+/** A step as the context checkpoints it: its result stored wrapped. */
+type StepCheckpoint = Omit<StepWrite, 'result'> & { result?: Stored };
+
 export class WorkerRunContext implements RunContext {
   readonly runId: string;
   readonly threadId: string;
@@ -111,6 +135,18 @@ export class WorkerRunContext implements RunContext {
   private values: Record<string, unknown>;
   private valuesDirty = false;
   private suspension: Suspension | undefined;
+  /**
+   * Parallel suspensions (issue 6): suspending operations wait in `parked`
+   * while durable operations are `inFlight`; once none is and a macrotask
+   * turn passed (every branch of a Promise.all reached its operation), all
+   * parked ones are written in ONE ending checkpoint (`suspending`).
+   */
+  private parked: Parked[] = [];
+  private inFlight = 0;
+  private settleScheduled = false;
+  private suspending: Promise<void> | undefined;
+  /** The agent's code ended (execute.ts `settle`): nothing parked after this suspends the run. */
+  private closed = false;
   /**
    * By operation index, not array position: steps run in parallel complete out of order, so
    * the history of an interrupted attempt can have gaps (step #1 recorded, #0 still running).
@@ -188,6 +224,16 @@ export class WorkerRunContext implements RunContext {
     if (this.budgetError !== undefined) return parked();
     const { index, record } = this.claim(name, 'step');
     if (record?.status === 'completed') return (record.result as Stored).v as T;
+    return this.track(() => this.runStep(index, record, name, fn, options));
+  }
+
+  private async runStep<T>(
+    index: number,
+    record: StepRecord | undefined,
+    name: string,
+    fn: (step: StepContext) => T | Promise<T>,
+    options: StepOptions,
+  ): Promise<T> {
     const timeout = options.timeout ?? this.options.stepTimeout;
     const startedAt = new Date();
     const value = await runTry(
@@ -257,29 +303,31 @@ export class WorkerRunContext implements RunContext {
     const startedAt = new Date();
     const wakeAt = record?.wakeAt ?? new Date(Date.now() + ms);
     if (wakeAt.getTime() <= Date.now()) {
-      await this.checkpoint({
+      await this.track(() =>
+        this.checkpoint({
+          index,
+          name: 'sleep',
+          kind: 'sleep',
+          status: 'completed',
+          attempt: this.attempt,
+          startedAt,
+          wakeAt,
+        }),
+      );
+      return;
+    }
+    return this.park({
+      step: {
         index,
         name: 'sleep',
         kind: 'sleep',
-        status: 'completed',
+        status: 'sleeping',
         attempt: this.attempt,
         startedAt,
         wakeAt,
-      });
-      return;
-    }
-    await this.checkpoint(
-      { index, name: 'sleep', kind: 'sleep', status: 'sleeping', attempt: this.attempt, startedAt, wakeAt },
-      [
-        {
-          channel: 'lifecycle',
-          data: { event: 'run.waiting', status: 'waiting', until: wakeAt.toISOString() },
-        },
-      ],
-      { status: 'waiting', until: wakeAt },
-    );
-    this.suspension = { until: wakeAt };
-    throw new SuspendSignal(wakeAt);
+      },
+      until: wakeAt,
+    });
   }
 
   async waitForEvent<T = unknown>(name: string, options: WaitForEventOptions = {}): Promise<T | null> {
@@ -297,21 +345,23 @@ export class WorkerRunContext implements RunContext {
     const wakeAt = record?.wakeAt ?? (timeoutMs === undefined ? undefined : new Date(Date.now() + timeoutMs));
     if (wakeAt !== undefined && wakeAt.getTime() <= Date.now()) {
       // Timed out: claims and signal matches both lock the run, so no event can complete it now.
-      await this.checkpoint({
-        index,
-        name,
-        kind: 'wait_event',
-        status: 'completed',
-        result: { v: null },
-        attempt: this.attempt,
-        startedAt,
-        wakeAt,
-      });
+      await this.track(() =>
+        this.checkpoint({
+          index,
+          name,
+          kind: 'wait_event',
+          status: 'completed',
+          result: { v: null },
+          attempt: this.attempt,
+          startedAt,
+          wakeAt,
+        }),
+      );
       return null;
     }
     const wait = { name, match: jsonRoundTrip('ctx.waitForEvent match was given', match) ?? null };
-    await this.checkpoint(
-      {
+    return this.park({
+      step: {
         index,
         name,
         kind: 'wait_event',
@@ -322,21 +372,9 @@ export class WorkerRunContext implements RunContext {
         startedAt,
         ...(wakeAt === undefined ? {} : { wakeAt }),
       },
-      [
-        {
-          channel: 'lifecycle',
-          data: {
-            event: 'run.waiting',
-            status: 'waiting',
-            for_event: name,
-            ...(wakeAt === undefined ? {} : { until: wakeAt.toISOString() }),
-          },
-        },
-      ],
-      { status: 'waiting', until: wakeAt ?? null },
-    );
-    this.suspension = { event: name, until: wakeAt ?? null };
-    throw new SuspendSignal(wakeAt ?? null);
+      event: name,
+      until: wakeAt ?? null,
+    });
   }
 
   async interrupt<T = unknown>(payload: unknown, options: InterruptOptions<T> = {}): Promise<T> {
@@ -384,9 +422,8 @@ export class WorkerRunContext implements RunContext {
         : { resume: jsonRoundTrip('ctx.interrupt onTimeout was given', onTimeout.resume) ?? null };
     const id = randomUUID();
     const expiresAt = timeoutMs === undefined ? undefined : new Date(Date.now() + timeoutMs);
-    const interrupt = { id, value };
-    await this.checkpoint(
-      {
+    return this.park({
+      step: {
         index,
         name: 'interrupt',
         kind: 'interrupt',
@@ -394,10 +431,17 @@ export class WorkerRunContext implements RunContext {
         attempt: this.attempt,
         startedAt: new Date(),
       },
-      [
-        // LangGraph's shape (`updates` with `__interrupt__`), then the Agent Protocol's request.
-        { channel: 'updates', data: { __interrupt__: [interrupt] } },
-        {
+      interrupt: {
+        write: {
+          id,
+          stepIndex: index,
+          agent: this.agent,
+          payload: value,
+          ...(expiresAt === undefined ? {} : { expiresAt }),
+          ...(fallback === undefined ? {} : { onTimeout: fallback }),
+        },
+        // The Agent Protocol's request (LangGraph's `__interrupt__` update lists them all: suspendParked).
+        requested: {
           channel: 'input',
           data: {
             event: 'input.requested',
@@ -406,28 +450,144 @@ export class WorkerRunContext implements RunContext {
             ...(expiresAt === undefined ? {} : { expires_at: expiresAt.toISOString() }),
           },
         },
-        { channel: 'lifecycle', data: { event: 'run.interrupted', status: 'interrupted', interrupt_id: id } },
-      ],
-      {
-        status: 'interrupted',
-        interrupt: {
-          id,
-          stepIndex: index,
-          agent: this.agent,
-          payload: value,
-          ...(expiresAt === undefined ? {} : { expiresAt }),
-          ...(fallback === undefined ? {} : { onTimeout: fallback }),
-        },
       },
-    );
-    this.suspension = { interruptId: id };
-    throw new SuspendSignal(null, id);
+    });
+  }
+
+  /**
+   * The agent's code ended (returned, threw, or lost the race to a cancel or a
+   * budget): waits for a suspension being written, and drops operations
+   * parked since, which no code waits for any more (a sibling branch of the
+   * Promise.all failed first: the run ends with that failure instead).
+   */
+  async settle(): Promise<void> {
+    this.closed = true;
+    this.parked = [];
+    await this.suspending?.catch(() => {});
+  }
+
+  /** Runs a durable operation that is not a suspension: the run can't suspend while it is in flight. */
+  private async track<T>(op: () => Promise<T>): Promise<T> {
+    this.inFlight++;
+    try {
+      return await op();
+    } finally {
+      this.inFlight--;
+      this.scheduleSettle();
+    }
+  }
+
+  /** Parks a suspending operation until the attempt goes quiet (see `parked`); its promise never resolves. */
+  private park(entry: Omit<Parked, 'fail'>): Promise<never> {
+    return new Promise<never>((_resolve, reject) => {
+      this.parked.push({ ...entry, fail: reject });
+      this.scheduleSettle();
+    });
+  }
+
+  /**
+   * After a macrotask turn every branch that was running microtasks has
+   * reached its next operation: if none is in flight, the parked ones
+   * suspend the run together.
+   */
+  private scheduleSettle(): void {
+    if (this.settleScheduled || this.parked.length === 0 || this.inFlight > 0) return;
+    this.settleScheduled = true;
+    setImmediate(() => {
+      this.settleScheduled = false;
+      if (this.closed || this.suspending !== undefined || this.inFlight > 0 || this.parked.length === 0)
+        return;
+      const batch = this.parked;
+      this.parked = [];
+      this.suspending = this.suspendParked(batch);
+      this.suspending.catch(() => {});
+    });
+  }
+
+  /**
+   * Writes the parked operations in ONE ending checkpoint (their steps, their
+   * events, the interrupt rows), then fails each parked promise with the
+   * SuspendSignal that ends the attempt. Any interrupt makes the run
+   * `interrupted`: it is claimable again once every interrupt is resolved,
+   * and sleeps and waits parked with them re-suspend then if not yet due.
+   * Otherwise it waits until the earliest sleep or wait timeout (or only an
+   * event: null).
+   */
+  private async suspendParked(batch: Parked[]): Promise<void> {
+    const steps = batch.map((p) => p.step);
+    const interrupts = batch.flatMap((p) => (p.interrupt === undefined ? [] : [p.interrupt]));
+    const [first] = interrupts;
+    let suspension: Suspension;
+    try {
+      if (first !== undefined) {
+        const ids = interrupts.map((i) => i.write.id);
+        await this.checkpoint(
+          steps,
+          [
+            // LangGraph's shape (one `updates` event for the superstep), then the Agent Protocol's requests.
+            {
+              channel: 'updates',
+              data: { __interrupt__: interrupts.map((i) => ({ id: i.write.id, value: i.write.payload })) },
+            },
+            ...interrupts.map((i) => i.requested),
+            {
+              channel: 'lifecycle',
+              data: {
+                event: 'run.interrupted',
+                status: 'interrupted',
+                interrupt_id: first.write.id,
+                ...(ids.length > 1 ? { interrupt_ids: ids } : {}),
+              },
+            },
+          ],
+          { status: 'interrupted', interrupts: interrupts.map((i) => i.write) },
+        );
+        suspension = { interruptId: first.write.id, interruptIds: ids };
+      } else {
+        const untils = batch.map((p) => p.until ?? null);
+        const due = untils.filter((u): u is Date => u !== null);
+        const until = due.length === 0 ? null : new Date(Math.min(...due.map((d) => d.getTime())));
+        const event = batch.find((p) => p.event !== undefined)?.event;
+        await this.checkpoint(
+          steps,
+          [
+            {
+              channel: 'lifecycle',
+              data: {
+                event: 'run.waiting',
+                status: 'waiting',
+                ...(event === undefined ? {} : { for_event: event }),
+                ...(until === null ? {} : { until: until.toISOString() }),
+              },
+            },
+          ],
+          { status: 'waiting', until },
+        );
+        if (event !== undefined) suspension = { event, until };
+        else if (until !== null) suspension = { until };
+        else throw new HangarError('internal', 'a suspension with neither a time nor an event');
+      }
+    } catch (err) {
+      for (const p of batch) p.fail(err);
+      throw err;
+    }
+    this.suspension = suspension;
+    for (const p of batch) p.fail(this.suspendSignal());
   }
 
   private async generate(name: string, request: LlmRequest): Promise<LlmResult> {
     if (this.budgetError !== undefined) return parked();
     const { index, record } = this.claim(name, 'llm');
     if (record?.status === 'completed') return (record.result as Stored).v as LlmResult;
+    return this.track(() => this.runGenerate(index, record, name, request));
+  }
+
+  private async runGenerate(
+    index: number,
+    record: StepRecord | undefined,
+    name: string,
+    request: LlmRequest,
+  ): Promise<LlmResult> {
     const startedAt = new Date();
     const model = resolveModel(request.model ?? this.options.llm.model, this.options.llm);
     const timeout = this.options.stepTimeout;
@@ -541,9 +701,9 @@ export class WorkerRunContext implements RunContext {
     return { index, record };
   }
 
-  /** Records a step with its events and any state change, in one fenced write. */
+  /** Records a step (or a suspension's steps) with its events and any state change, in one fenced write. */
   private async checkpoint(
-    step: Omit<StepWrite, 'result'> & { result?: Stored },
+    step: StepCheckpoint | StepCheckpoint[],
     events: PendingEvent[] = [],
     end?: CommitRequest['end'],
   ): Promise<void> {
@@ -554,7 +714,8 @@ export class WorkerRunContext implements RunContext {
     if (last !== undefined) {
       // The last event of a checkpoint is output a redo does not repeat: the fencing marker's anchor
       // (runs/checkpoint.ts readDiscardBoundary). The epoch keeps the key unique per write.
-      written[written.length - 1] = { ...last, opKey: `ckpt:${step.index}:${this.options.lease.epoch}` };
+      const index = Array.isArray(step) ? step[0]?.index : step.index;
+      written[written.length - 1] = { ...last, opKey: `ckpt:${index}:${this.options.lease.epoch}` };
     }
     await this.options.committer.commit({
       step,
@@ -585,8 +746,13 @@ export class WorkerRunContext implements RunContext {
   }
 
   private throwIfSuspended(): void {
+    // A suspension being written: no operation starts after it (on resume, it runs again).
+    if (this.suspension !== undefined || this.suspending !== undefined) throw this.suspendSignal();
+  }
+
+  private suspendSignal(): SuspendSignal {
     const s = this.suspension;
-    if (s === undefined) return;
-    throw 'interruptId' in s ? new SuspendSignal(null, s.interruptId) : new SuspendSignal(s.until);
+    if (s === undefined) return new SuspendSignal(null);
+    return 'interruptId' in s ? new SuspendSignal(null, s.interruptId) : new SuspendSignal(s.until);
   }
 }

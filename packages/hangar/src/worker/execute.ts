@@ -55,7 +55,7 @@ class CancelSignal extends Error {
 export type ExecuteOutcome =
   | { kind: 'finished'; status: 'success' | 'error' | 'cancelled' | 'dead' | 'timeout' }
   | { kind: 'suspended'; until: Date }
-  | { kind: 'interrupted'; interruptId: string }
+  | { kind: 'interrupted'; interruptIds: string[] }
   | { kind: 'awaiting'; event: string }
   | { kind: 'lost' }
   | { kind: 'abandoned'; error: unknown }
@@ -221,7 +221,9 @@ export async function executeRun(
       budget.checkDuration();
       const running = agent.run(ctx, parsed.data);
       running.catch(() => {}); // After a cancel nobody awaits it; its writes are fenced.
-      output = await Promise.race([running, cancelled, budgetStop]);
+      // A suspension being written (parallel interrupts) is waited for; operations parked after the
+      // code ended are dropped.
+      output = await Promise.race([running, cancelled, budgetStop]).finally(() => ctx.settle());
       // An agent that caught a budget error still ends with it.
       if (ctx.budgetError !== undefined) throw ctx.budgetError;
       if (ctx.suspended !== undefined) throw new SuspendSignal(null);
@@ -260,8 +262,8 @@ export async function executeRun(
       const suspension = ctx.suspended;
       if (suspension !== undefined) {
         if ('interruptId' in suspension) {
-          log.info({ interrupt_id: suspension.interruptId }, 'run interrupted; waiting for an answer');
-          return { kind: 'interrupted', interruptId: suspension.interruptId };
+          log.info({ interrupt_ids: suspension.interruptIds }, 'run interrupted; waiting for answers');
+          return { kind: 'interrupted', interruptIds: suspension.interruptIds };
         }
         if ('event' in suspension) {
           // An event sent while the wait was being registered is matched now (hitl/signals.ts).

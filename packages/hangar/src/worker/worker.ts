@@ -229,6 +229,8 @@ export class Worker {
         return;
       }
       for (const run of result.runs) this.launch(run);
+      // Runs parked behind full keys: the queue's head moved on to the runs behind them.
+      if (result.parked > 0) continue;
       // Caps met for the first time held their runs back this once: claim again at once.
       if (result.countersCreated && !retried) {
         retried = true;

@@ -3,14 +3,16 @@ import { z } from 'zod';
 import { HangarError } from '../../errors.ts';
 import {
   type Approval,
+  alreadyResolved,
   answerInterrupt,
   getApproval,
   listApprovals,
   pendingInterrupts,
+  threadApprovals,
+  threadHolder,
 } from '../../hitl/repository.ts';
 import { getRun } from '../../runs/repository.ts';
 import type { Run } from '../../runs/types.ts';
-import { getThread } from '../../threads/repository.ts';
 import type { GatewayDeps } from '../app.ts';
 import { parseWith } from '../errors.ts';
 import { Uuid } from '../schemas.ts';
@@ -99,11 +101,15 @@ function notFound(interruptId: string): HangarError {
 /**
  * LangGraph's resume: a run create on a thread with `command: { resume }`
  * answers the thread's pending interrupt with `resume` (as `ctx.interrupt`'s
- * value) instead of creating a run, and answers with the interrupted run, now
- * resumed (`pending`): join it, stream it or wait for it as for a new one.
- * With several pending interrupts, `resume` maps interrupt ids to answers
- * (`{ [interrupt_id]: value }`). No pending interrupt: 409 `conflict`; an
- * interrupt answered meanwhile: 409 with the first answer.
+ * value) instead of creating a run, and answers with the interrupted run
+ * (`pending` once it has nothing left pending, else still `interrupted`):
+ * join it, stream it or wait for it as for a new one. With several pending
+ * interrupts (a Promise.all of `ctx.interrupt`), `resume` maps interrupt ids
+ * to answers (`{ [interrupt_id]: value }`): some or all of them, in one
+ * transaction (all are answered, or none). Nothing pending: 409 `conflict`
+ * naming the state of the thread's run (a resume sent before its interrupt
+ * exists is refused, not held: docs/api.md); an interrupt named that was
+ * answered already: 409 with the first answer.
  */
 export async function resumeWithCommand(
   deps: GatewayDeps,
@@ -126,35 +132,62 @@ export async function resumeWithCommand(
   }
   const tenantId = deps.tenantOf(request);
   const pending = await pendingInterrupts(deps.db, tenantId, threadId);
-  if (pending.length === 0) {
-    if ((await getThread(deps.db, tenantId, threadId)) === null) {
-      throw new HangarError('not_found', `thread ${threadId} not found`, {
-        details: { thread_id: threadId },
-      });
-    }
-    throw new HangarError('conflict', `thread ${threadId} has no pending interrupt to resume`, {
-      details: { thread_id: threadId },
-    });
+  // Interrupt ids the resume names that are not pending: answered, expired or cancelled already.
+  const named = namedIds(command.resume).filter((id) => !pending.some((p) => p.interrupt_id === id));
+  if (named.length > 0) {
+    const [closed] = await threadApprovals(deps.db, tenantId, threadId, named);
+    if (closed !== undefined) throw alreadyResolved(closed);
   }
+  if (pending.length === 0) throw await nothingPending(deps, tenantId, threadId);
   const answers = answersFor(pending, command.resume);
   const by = principal(request, deps);
-  let runId = '';
-  let resumed = false;
-  for (const [interrupt, value] of answers) {
-    const object = typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : {};
-    const answered = await answerInterrupt(deps.db, tenantId, interrupt.interrupt_id, {
-      value,
-      decision: typeof object.decision === 'string' ? object.decision.slice(0, 64) : null,
-      comment: typeof object.comment === 'string' ? object.comment.slice(0, 4000) : null,
-      by,
-    });
-    runId = interrupt.run_id;
-    resumed ||= answered.resumed;
-  }
+  const resumed = await deps.db.transaction(async (tx) => {
+    let any = false;
+    for (const [interrupt, value] of answers) {
+      const object = typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : {};
+      const answered = await answerInterrupt(tx, tenantId, interrupt.interrupt_id, {
+        value,
+        decision: typeof object.decision === 'string' ? object.decision.slice(0, 64) : null,
+        comment: typeof object.comment === 'string' ? object.comment.slice(0, 4000) : null,
+        by,
+      });
+      any ||= answered.resumed;
+    }
+    return any;
+  });
   if (resumed) deps.bus.notifyWork();
+  const runId = answers[0]?.[0].run_id ?? '';
   const run = await getRun(deps.db, tenantId, runId);
   if (run === null) throw new HangarError('conflict', `run ${runId} is gone`, { details: { run_id: runId } });
   return run;
+}
+
+/** The keys of a resume that look like interrupt ids (at most 100: a resume answers a few). */
+function namedIds(resume: unknown): string[] {
+  if (typeof resume !== 'object' || resume === null || Array.isArray(resume)) return [];
+  return Object.keys(resume)
+    .slice(0, 100)
+    .filter((k) => Uuid.safeParse(k).success);
+}
+
+/** The 409 (or 404) of a resume with nothing pending, naming what the thread's run is doing. */
+async function nothingPending(deps: GatewayDeps, tenantId: string, threadId: string): Promise<HangarError> {
+  const holder = await threadHolder(deps.db, tenantId, threadId);
+  if (holder === undefined) {
+    return new HangarError('not_found', `thread ${threadId} not found`, { details: { thread_id: threadId } });
+  }
+  if (holder === null) {
+    return new HangarError('conflict', `thread ${threadId} has no pending interrupt to resume`, {
+      details: { thread_id: threadId },
+    });
+  }
+  // An answer can't come too early by accident: an interrupt is visible only once its row exists.
+  return new HangarError(
+    'conflict',
+    `thread ${threadId} has no pending interrupt to resume: its run ${holder.run_id} is ${holder.status}; ` +
+      'resume once it is interrupted (the input.requested event carries the interrupt id)',
+    { details: { thread_id: threadId, run_id: holder.run_id, status: holder.status } },
+  );
 }
 
 /** Pairs `resume` with the interrupts it answers (see resumeWithCommand). */

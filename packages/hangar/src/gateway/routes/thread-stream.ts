@@ -1,4 +1,5 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify';
+import type { WebSocket } from 'ws';
 import { hashKey, hasScope } from '../../auth/keys.ts';
 import { findKeyByHash } from '../../auth/repository.ts';
 import { ERROR_CODES, type ErrorCode, HangarError } from '../../errors.ts';
@@ -17,7 +18,12 @@ import {
 import type { StreamRegistry } from '../../streaming/registry.ts';
 import { parseLastEventId } from '../../streaming/sse.ts';
 import { serveThreadSse } from '../../streaming/thread-sse.ts';
-import { type CommandResult, serveWebSocket, type ThreadCommands } from '../../streaming/ws.ts';
+import {
+  type CommandResult,
+  type StreamLogger,
+  serveWebSocket,
+  type ThreadCommands,
+} from '../../streaming/ws.ts';
 import { getThread, threadLastSeq } from '../../threads/repository.ts';
 import type { GatewayDeps } from '../app.ts';
 import { MAX_BODY_DEPTH, parseWith } from '../errors.ts';
@@ -125,6 +131,8 @@ export function registerThreadStreamRoutes(
     wsHandler: (socket, request) => {
       const tenantId = deps.tenantOf(request);
       const { thread_id: threadId } = parseWith(ThreadParams, request.params, 'path');
+      const logger = new LazyChildLogger(request.log, { thread_id: threadId });
+      releaseUpgrade(socket, logger);
       serveWebSocket(socket, {
         db: deps.db,
         bus: deps.bus,
@@ -132,11 +140,54 @@ export function registerThreadStreamRoutes(
         threadId,
         settings,
         registry,
-        commands: threadCommands(deps, context, request, tenantId, threadId),
-        logger: request.log.child({ thread_id: threadId }),
+        commands: new SocketCommands(deps, context, request, tenantId, threadId),
+        logger,
       });
     },
   });
+}
+
+/**
+ * A thread WebSocket outlives its upgrade request by hours. @fastify/websocket's
+ * error listener on the WebSocket closes over Fastify's request and reply,
+ * keeping them (and their properties) for the socket's life: it is replaced by
+ * one that does what the gateway's error handler does (warn, terminate) with
+ * the socket's own logger. (Node's upgrade response stays attached to the TCP
+ * socket: its `close` is what frees the key's stream place, gateway/limits.ts.)
+ */
+function releaseUpgrade(socket: WebSocket, logger: StreamLogger): void {
+  socket.removeAllListeners('error');
+  socket.on('error', (err) => {
+    logger.warn({ err }, 'thread stream socket error');
+    socket.terminate();
+  });
+}
+
+/** A logger that makes its child (with `bindings`) the first time it logs. */
+class LazyChildLogger implements StreamLogger {
+  private child: FastifyBaseLogger | undefined;
+
+  constructor(
+    private readonly parent: FastifyBaseLogger,
+    private readonly bindings: Record<string, string>,
+  ) {}
+
+  private get logger(): FastifyBaseLogger {
+    this.child ??= this.parent.child(this.bindings);
+    return this.child;
+  }
+
+  info(fields: object, message: string): void {
+    this.logger.info(fields, message);
+  }
+
+  warn(fields: object, message: string): void {
+    this.logger.warn(fields, message);
+  }
+
+  error(fields: object, message: string): void {
+    this.logger.error(fields, message);
+  }
 }
 
 /** The credentials of the upgrade request, for `run.start`'s injected create. */
@@ -147,115 +198,123 @@ function credentials(request: FastifyRequest): Record<string, string> {
   return typeof authorization === 'string' ? { authorization } : {};
 }
 
-function threadCommands(
-  deps: GatewayDeps,
-  context: ThreadStreamContext,
-  request: FastifyRequest,
-  tenantId: string,
-  threadId: string,
-): ThreadCommands {
-  const auth = credentials(request);
-  let canWrite: Promise<boolean> | undefined;
-  /** The key's `runs:write` scope, looked up once per socket (no key: authentication is off). */
-  const requireWrite = async (method: string) => {
-    const key = auth['x-api-key'] ?? /^Bearer\s+(\S+)\s*$/i.exec(auth.authorization ?? '')?.[1];
-    canWrite ??=
+/** One socket's thread commands (a class: a socket can stay open for hours, see ThreadSocket). */
+class SocketCommands implements ThreadCommands {
+  /** Taken from the upgrade request at once: the socket keeps these, not the request. */
+  private readonly auth: Record<string, string>;
+  private readonly by: string;
+  /** The key's `runs:write` scope, looked up once per socket. */
+  private canWrite: Promise<boolean> | undefined;
+
+  constructor(
+    private readonly deps: GatewayDeps,
+    private readonly context: ThreadStreamContext,
+    request: FastifyRequest,
+    private readonly tenantId: string,
+    private readonly threadId: string,
+  ) {
+    this.auth = credentials(request);
+    this.by = deps.principalOf?.(request) ?? 'api';
+  }
+
+  async position(): Promise<number> {
+    return (await threadLastSeq(this.deps.db, this.tenantId, this.threadId)) ?? 0;
+  }
+
+  async runStart(params: unknown): Promise<CommandResult> {
+    const parsed = parseParams(RunStartParams, params);
+    const before = await this.position();
+    const res = await this.context.root.inject({
+      method: 'POST',
+      url: `/threads/${this.threadId}/runs`,
+      headers: { ...this.auth, 'content-type': 'application/json' },
+      payload: {
+        assistant_id: parsed.assistantId,
+        input: parsed.input ?? {},
+        ...(parsed.config === undefined ? {} : { config: parsed.config }),
+        ...(parsed.metadata === undefined ? {} : { metadata: parsed.metadata }),
+      },
+    });
+    const body = res.json() as Record<string, unknown>;
+    if (res.statusCode === 200) {
+      return { result: { runId: body.run_id }, appliedThroughSeq: before };
+    }
+    throw createError(body);
+  }
+
+  async inputRespond(params: unknown): Promise<CommandResult> {
+    await this.requireWrite('input.respond');
+    const parsed = parseParams(InputRespondParams, params);
+    const entries = 'responses' in parsed ? parsed.responses : [parsed];
+    const at = (i: number) => ('responses' in parsed ? `params.responses.${i}` : 'params');
+    // What Postgres would refuse (NUL, lone surrogates) or too deep to walk: named, before any answer.
+    for (const [i, entry] of entries.entries()) {
+      const problem = unstorableJson(entry.response ?? null, MAX_BODY_DEPTH);
+      if (problem !== null) {
+        const field = [`${at(i)}.response`, ...problem.path].join('.');
+        throw new ProtocolError('invalid_argument', `${field}: ${problem.message}`, {
+          code: 'invalid_request',
+          field,
+        });
+      }
+    }
+    // Every interrupt must be this thread's before any is answered.
+    for (const [i, entry] of entries.entries()) {
+      const approval = await getApproval(this.deps.db, this.tenantId, entry.interruptId);
+      if (approval === null || approval.thread_id !== this.threadId) {
+        throw new ProtocolError(
+          'no_such_interrupt',
+          `interrupt ${entry.interruptId} not found on this thread`,
+          {
+            code: 'not_found',
+            field: `${at(i)}.interruptId`,
+            details: { interrupt_id: entry.interruptId },
+          },
+        );
+      }
+    }
+    let resumed = false;
+    for (const entry of entries) {
+      const value = entry.response ?? null;
+      const object = typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : {};
+      const answered = await answerInterrupt(this.deps.db, this.tenantId, entry.interruptId, {
+        value,
+        decision: typeof object.decision === 'string' ? object.decision.slice(0, 64) : null,
+        comment: typeof object.comment === 'string' ? object.comment.slice(0, 4000) : null,
+        by: this.by,
+      });
+      resumed ||= answered.resumed;
+    }
+    if (resumed) this.deps.bus.notifyWork();
+    return { result: {} };
+  }
+
+  async checkRun(runId: string): Promise<void> {
+    const run = await getRun(this.deps.db, this.tenantId, runId);
+    if (run === null || run.thread_id !== this.threadId) {
+      throw new ProtocolError('no_such_run', `run ${runId} not found on this thread`, {
+        code: 'not_found',
+        field: 'params.runId',
+      });
+    }
+  }
+
+  /** No key: authentication is off. */
+  private async requireWrite(method: string): Promise<void> {
+    const key = this.auth['x-api-key'] ?? /^Bearer\s+(\S+)\s*$/i.exec(this.auth.authorization ?? '')?.[1];
+    this.canWrite ??=
       key === undefined
         ? Promise.resolve(true)
-        : findKeyByHash(deps.db, hashKey(key)).then(
+        : findKeyByHash(this.deps.db, hashKey(key)).then(
             (record) => record !== null && !record.revoked && hasScope(record.scopes, 'runs:write'),
           );
-    if (!(await canWrite)) {
+    if (!(await this.canWrite)) {
       throw new ProtocolError('permission_denied', `${method} needs an API key with the runs:write scope`, {
         code: 'forbidden',
         details: { required_scope: 'runs:write' },
       });
     }
-  };
-  const position = async () => (await threadLastSeq(deps.db, tenantId, threadId)) ?? 0;
-
-  return {
-    position,
-
-    async runStart(params): Promise<CommandResult> {
-      const parsed = parseParams(RunStartParams, params);
-      const before = await position();
-      const res = await context.root.inject({
-        method: 'POST',
-        url: `/threads/${threadId}/runs`,
-        headers: { ...auth, 'content-type': 'application/json' },
-        payload: {
-          assistant_id: parsed.assistantId,
-          input: parsed.input ?? {},
-          ...(parsed.config === undefined ? {} : { config: parsed.config }),
-          ...(parsed.metadata === undefined ? {} : { metadata: parsed.metadata }),
-        },
-      });
-      const body = res.json() as Record<string, unknown>;
-      if (res.statusCode === 200) {
-        return { result: { runId: body.run_id }, appliedThroughSeq: before };
-      }
-      throw createError(body);
-    },
-
-    async inputRespond(params): Promise<CommandResult> {
-      await requireWrite('input.respond');
-      const parsed = parseParams(InputRespondParams, params);
-      const entries = 'responses' in parsed ? parsed.responses : [parsed];
-      const at = (i: number) => ('responses' in parsed ? `params.responses.${i}` : 'params');
-      // What Postgres would refuse (NUL, lone surrogates) or too deep to walk: named, before any answer.
-      for (const [i, entry] of entries.entries()) {
-        const problem = unstorableJson(entry.response ?? null, MAX_BODY_DEPTH);
-        if (problem !== null) {
-          const field = [`${at(i)}.response`, ...problem.path].join('.');
-          throw new ProtocolError('invalid_argument', `${field}: ${problem.message}`, {
-            code: 'invalid_request',
-            field,
-          });
-        }
-      }
-      // Every interrupt must be this thread's before any is answered.
-      for (const [i, entry] of entries.entries()) {
-        const approval = await getApproval(deps.db, tenantId, entry.interruptId);
-        if (approval === null || approval.thread_id !== threadId) {
-          throw new ProtocolError(
-            'no_such_interrupt',
-            `interrupt ${entry.interruptId} not found on this thread`,
-            {
-              code: 'not_found',
-              field: `${at(i)}.interruptId`,
-              details: { interrupt_id: entry.interruptId },
-            },
-          );
-        }
-      }
-      const by = deps.principalOf?.(request) ?? 'api';
-      let resumed = false;
-      for (const entry of entries) {
-        const value = entry.response ?? null;
-        const object = typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : {};
-        const answered = await answerInterrupt(deps.db, tenantId, entry.interruptId, {
-          value,
-          decision: typeof object.decision === 'string' ? object.decision.slice(0, 64) : null,
-          comment: typeof object.comment === 'string' ? object.comment.slice(0, 4000) : null,
-          by,
-        });
-        resumed ||= answered.resumed;
-      }
-      if (resumed) deps.bus.notifyWork();
-      return { result: {} };
-    },
-
-    async checkRun(runId) {
-      const run = await getRun(deps.db, tenantId, runId);
-      if (run === null || run.thread_id !== threadId) {
-        throw new ProtocolError('no_such_run', `run ${runId} not found on this thread`, {
-          code: 'not_found',
-          field: 'params.runId',
-        });
-      }
-    },
-  };
+  }
 }
 
 /** Body fields of `POST /threads/{id}/runs` as `run.start` names them. */
