@@ -281,9 +281,10 @@ async function spawnWorkers(
 async function waitForListeners(bench: BenchDatabase, count: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
+    // A listener's last statement is one of its LISTENs (events, work, cancel: whichever came last).
     const res = await bench.db.query<{ n: number }>(
-      'SELECT count(*)::int AS n FROM pg_stat_activity WHERE query = $1',
-      [`LISTEN hangar_${bench.schema}_work`],
+      'SELECT count(DISTINCT pid)::int AS n FROM pg_stat_activity WHERE query LIKE $1',
+      [`LISTEN hangar\\_${bench.schema.replaceAll('_', '\\_')}\\_%`],
     );
     if ((res.rows[0]?.n ?? 0) >= count) {
       // The listener connects before the worker starts claiming; give startHangar a moment more.
