@@ -5,6 +5,7 @@
  * tenant of the same Postgres) lands on all of them alike and their ratios
  * stay meaningful.
  */
+
 import { randomUUID } from 'node:crypto';
 import pino from 'pino';
 import { uuidv5 } from '../../packages/hangar/src/assistants/registry.ts';
@@ -15,6 +16,7 @@ import { claimRun, createRun } from '../../packages/hangar/src/runs/repository.t
 import type { Lease } from '../../packages/hangar/src/runs/types.ts';
 import type { Queryable, SqlClient } from '../../packages/hangar/src/store/sql.ts';
 import { createThread } from '../../packages/hangar/src/threads/repository.ts';
+import { CheckpointBatcher } from '../../packages/hangar/src/worker/checkpoints.ts';
 import { RunCommitter } from '../../packages/hangar/src/worker/committer.ts';
 import { WORKER_DEFAULTS, Worker } from '../../packages/hangar/src/worker/worker.ts';
 import { manySteps, stepTimings } from './agents.ts';
@@ -101,7 +103,7 @@ async function bareCheckpoint(bench: BenchDatabase): Promise<Block> {
 async function committerCheckpoint(bench: BenchDatabase): Promise<Block> {
   const lease = await claimedLease(bench.db, 'bench-committer');
   const committer = new RunCommitter({
-    db: bench.db,
+    writer: new CheckpointBatcher(bench.db),
     bus: new MemoryBus(),
     lease,
     attempt: 1,

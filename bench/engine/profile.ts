@@ -1,29 +1,23 @@
-import type { Bus, ThreadMessage, Unsubscribe } from '../../packages/hangar/src/bus/bus.ts';
+import type {
+  Bus,
+  PublishFence,
+  PublishOptions,
+  ThreadMessage,
+  Unsubscribe,
+} from '../../packages/hangar/src/bus/bus.ts';
 import type { EventEnvelope } from '../../packages/hangar/src/events/envelope.ts';
 import type { Queryable, QueryResult, SqlClient } from '../../packages/hangar/src/store/sql.ts';
 import { round } from './stats.ts';
 
-/**
- * Statement classes, recognised by the opening of the engine's SQL. The
- * heartbeat and the fence share an opening; the fence runs inside a
- * transaction, the heartbeat does not.
- */
+/** Statement classes, recognised by the opening of the engine's SQL. */
 const STATEMENTS: Array<[RegExp, string]> = [
-  [/^SELECT r\.run_id/, 'claim: select candidate'],
-  [/^UPDATE threads SET active_run_id = \$1/, 'claim: take thread'],
-  [/^UPDATE runs SET status = 'running'/, 'claim: lease run'],
-  [/^SELECT step_index/, 'load step history'],
-  [/^UPDATE runs SET lease_expires_at[\s\S]*updated_at/, 'fence (lease check)'],
+  [/^\/\* hangar: generic plan \*\/\s*WITH RECURSIVE queued/, 'claim'],
+  [/^WITH w AS MATERIALIZED/, "checkpoint statement (group commit of the worker's runs)"],
   [/^UPDATE runs SET lease_expires_at/, 'heartbeat'],
-  [/^INSERT INTO steps/, 'insert step'],
-  [/^SELECT op_key/, 'events: op_key dedupe'],
-  [/^UPDATE threads SET last_seq/, 'events: seq counter'],
-  [/^INSERT INTO events/, 'events: insert'],
-  [/^UPDATE runs SET status = \$3/, 'finish: run'],
-  [/^UPDATE threads SET active_run_id = NULL/, 'finish: free thread'],
-  [/^UPDATE threads SET "values"/, 'state: save values'],
-  [/^INSERT INTO thread_states/, 'state: history row'],
-  [/^UPDATE runs SET status = 'pending'[\s\S]*WHERE run_id IN/, 'lease sweep'],
+  [/^WITH held AS/, 'sweep: liveness'],
+  [/^WITH RECURSIVE k AS/, 'sweep: parked keys'],
+  [/^WITH resolved AS/, 'sweep: expired interrupts'],
+  [/^WITH candidate AS/, 'sweep: signals'],
 ];
 
 function classify(sql: string): string {
@@ -34,11 +28,7 @@ function classify(sql: string): string {
 
 /** What a transaction was for, from the statements it ran. */
 function transactionKind(statements: readonly string[]): string {
-  if (statements.includes('claim: select candidate')) return 'claim';
-  if (statements.includes('finish: run')) return 'finish';
-  if (statements.includes('insert step')) return 'step checkpoint';
-  if (statements.includes('events: insert')) return 'event flush';
-  return 'other';
+  return statements[0] ?? 'empty';
 }
 
 interface Tally {
@@ -118,16 +108,27 @@ export class CountingSqlClient implements SqlClient {
   }
 }
 
-/** Counts bus traffic: on PostgresBus each publish and each work notice is one `pg_notify` round trip. */
+/**
+ * Counts bus traffic as a PostgresBus would send it: the checkpoint statements
+ * NOTIFY their threads' hints themselves (this bus names a hint channel, which
+ * nobody listens to), so only work notices and unhinted publishes would be
+ * `pg_notify` round trips of their own.
+ */
 export class CountingBus implements Bus {
   publishes = 0;
   workNotices = 0;
+  readonly hintChannel = 'hangar_bench_profile_hints';
 
   constructor(private readonly inner: Bus) {}
 
-  publishEvents(threadId: string, events: readonly EventEnvelope[]): void {
-    if (events.length > 0) this.publishes++;
-    this.inner.publishEvents(threadId, events);
+  publishEvents(
+    threadId: string,
+    events: readonly EventEnvelope[],
+    fence?: PublishFence,
+    options?: PublishOptions,
+  ): void {
+    if (events.length > 0 && options?.hinted !== true) this.publishes++;
+    this.inner.publishEvents(threadId, events, fence, options);
   }
   subscribeThread(threadId: string, handler: (message: ThreadMessage) => void): Unsubscribe {
     return this.inner.subscribeThread(threadId, handler);
@@ -159,7 +160,6 @@ export interface RoundTripProfile {
   autocommit_per_run: number;
   bus_notifies_per_run: number;
   round_trips_per_run: number;
-  round_trips_per_step_checkpoint: number;
   /** Write transactions (each one a WAL flush at COMMIT). */
   transactions_per_run: number;
 }
@@ -183,7 +183,6 @@ export function roundTripProfile(db: CountingSqlClient, bus: CountingBus, runs: 
     statements[name] = { per_run: round(t.count / runs, 2), mean_ms: round(t.ms / t.count) };
   }
   const notifies = bus.publishes + bus.workNotices;
-  const checkpoint = transactions['step checkpoint'];
   return {
     runs,
     transactions,
@@ -191,7 +190,6 @@ export function roundTripProfile(db: CountingSqlClient, bus: CountingBus, runs: 
     autocommit_per_run: round(db.autocommit / runs, 2),
     bus_notifies_per_run: round(notifies / runs, 2),
     round_trips_per_run: round((txRoundTrips + db.autocommit + notifies) / runs, 2),
-    round_trips_per_step_checkpoint: checkpoint?.round_trips_each ?? NaN,
     transactions_per_run: round(commits / runs, 2),
   };
 }

@@ -20,6 +20,11 @@ export interface PublishFence {
   epoch: number;
 }
 
+export interface PublishOptions {
+  /** The committing statement already NOTIFYed the thread's hint (see `Bus.hintChannel`): don't send another. */
+  hinted?: boolean;
+}
+
 /**
  * A read of the bus's hot tail of a thread (the Redis stream): events after a
  * position, in seq order, possibly with holes (a dropped publish) and never
@@ -44,7 +49,19 @@ export interface Bus {
    * Called after the events' transaction committed, in seq order per thread.
    * Never blocks and never throws: the events are already durable.
    */
-  publishEvents(threadId: string, events: readonly EventEnvelope[], fence?: PublishFence): void;
+  publishEvents(
+    threadId: string,
+    events: readonly EventEnvelope[],
+    fence?: PublishFence,
+    options?: PublishOptions,
+  ): void;
+  /**
+   * The Postgres NOTIFY channel this bus carries thread hints on, when it
+   * carries them that way (PostgresBus): a writer may send a thread's hint
+   * (`thread_id:last_seq`, several separated by commas) in the transaction
+   * that logs the events, at no extra round trip, and publish with `hinted`.
+   */
+  readonly hintChannel?: string;
   /**
    * Live messages of a thread. A `hint` is also sent once a subscription that
    * was not yet active becomes active, so a reader that read before it knows

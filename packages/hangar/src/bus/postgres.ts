@@ -1,7 +1,7 @@
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { EventEnvelope } from '../events/envelope.ts';
-import type { Bus, PublishFence, ThreadMessage, Unsubscribe } from './bus.ts';
+import type { Bus, PublishFence, PublishOptions, ThreadMessage, Unsubscribe } from './bus.ts';
 import { MemoryBus } from './memory.ts';
 
 export interface PostgresBusOptions {
@@ -9,6 +9,14 @@ export interface PostgresBusOptions {
   /** Channel names are scoped by schema so isolated deployments (and tests) don't hear each other. */
   schema: string;
   logger: Logger;
+  /**
+   * LISTEN to thread hints from the start (default true). A process that
+   * never follows a thread (a `hangar worker`) passes false, and Postgres
+   * then doesn't deliver it every checkpoint's hint; should it subscribe to a
+   * thread after all, it starts listening then, and its subscribers get a
+   * hint when that takes effect.
+   */
+  threadHints?: boolean;
 }
 
 /**
@@ -28,6 +36,10 @@ export class PostgresBus implements Bus {
   private pendingHints = new Map<string, number>();
   private pendingWork = false;
   private flushScheduled = false;
+  /** Whether to LISTEN to thread hints (see `threadHints`). */
+  private eventsWanted: boolean;
+  /** The listener connection that LISTENs to thread hints. */
+  private eventsListening: pg.Client | undefined;
 
   constructor(private readonly options: PostgresBusOptions) {
     this.publisher = new pg.Pool({ connectionString: options.connectionString, max: 2 });
@@ -35,6 +47,7 @@ export class PostgresBus implements Bus {
     this.eventsChannel = `hangar_${options.schema}_events`;
     this.workChannel = `hangar_${options.schema}_work`;
     this.cancelChannel = `hangar_${options.schema}_cancel`;
+    this.eventsWanted = options.threadHints ?? true;
   }
 
   async start(): Promise<void> {
@@ -58,35 +71,64 @@ export class PostgresBus implements Bus {
         if (msg.payload) this.local.notifyCancel(msg.payload);
         return;
       }
-      const payload = msg.payload ?? '';
-      const sep = payload.indexOf(':');
-      if (sep <= 0) return;
-      const threadId = payload.slice(0, sep);
-      const lastSeq = Number(payload.slice(sep + 1));
-      this.local.dispatchHint(threadId, lastSeq);
+      // `thread_id:last_seq`, several separated by commas (a group commit's threads).
+      for (const hint of (msg.payload ?? '').split(',')) {
+        const sep = hint.indexOf(':');
+        if (sep <= 0) continue;
+        this.local.dispatchHint(hint.slice(0, sep), Number(hint.slice(sep + 1)));
+      }
     });
     await client.connect();
-    await client.query(`LISTEN ${this.eventsChannel}`);
     await client.query(`LISTEN ${this.workChannel}`);
     await client.query(`LISTEN ${this.cancelChannel}`);
+    if (this.eventsWanted) {
+      await client.query(`LISTEN ${this.eventsChannel}`);
+      this.eventsListening = client;
+    }
     this.listener = client;
+    // Wanted since the LISTENs above were sent (a first subscription in a worker process).
+    this.listenEvents();
     // Anything published while we were disconnected is only a missed hint:
     // wake everyone so they re-read the log.
     this.local.notifyWork();
     this.local.dispatchHintToAll();
   }
 
+  get hintChannel(): string {
+    return this.eventsChannel;
+  }
+
   /** The fence applies to local subscribers; other processes only hear a hint and read the (fenced) log. */
-  publishEvents(threadId: string, events: readonly EventEnvelope[], fence?: PublishFence): void {
+  publishEvents(
+    threadId: string,
+    events: readonly EventEnvelope[],
+    fence?: PublishFence,
+    options?: PublishOptions,
+  ): void {
     const last = events[events.length - 1];
     if (last === undefined) return;
     this.local.publishEvents(threadId, events, fence);
+    if (options?.hinted === true) return;
     this.pendingHints.set(threadId, Math.max(last.seq, this.pendingHints.get(threadId) ?? 0));
     this.scheduleFlush();
   }
 
   subscribeThread(threadId: string, handler: (message: ThreadMessage) => void): Unsubscribe {
-    return this.local.subscribeThread(threadId, handler);
+    const unsubscribe = this.local.subscribeThread(threadId, handler);
+    this.eventsWanted = true;
+    this.listenEvents();
+    return unsubscribe;
+  }
+
+  /** Starts listening to thread hints once they are wanted; then every subscriber re-reads (it may have missed one). */
+  private listenEvents(): void {
+    const client = this.listener;
+    if (!this.eventsWanted || client === undefined || this.eventsListening === client) return;
+    this.eventsListening = client;
+    client.query(`LISTEN ${this.eventsChannel}`).then(
+      () => this.local.dispatchHintToAll(),
+      () => {}, // the connection's error handler reconnects, and listens again
+    );
   }
 
   notifyWork(): void {

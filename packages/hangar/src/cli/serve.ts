@@ -79,6 +79,11 @@ export async function runServerCommand(command: ServerCommand, flags: Flags): Pr
       ? {}
       : { resources: parseAmounts(env.HANGAR_WORKER_RESOURCES, 'HANGAR_WORKER_RESOURCES') }),
     ...(env.HANGAR_WORKER_MAX_RSS_MB === undefined ? {} : { maxRssMb: env.HANGAR_WORKER_MAX_RSS_MB }),
+    ...(env.HANGAR_CHECKPOINT_IN_FLIGHT === undefined
+      ? {}
+      : { checkpointsInFlight: env.HANGAR_CHECKPOINT_IN_FLIGHT }),
+    ...(env.HANGAR_CHECKPOINT_BATCH === undefined ? {} : { checkpointBatch: env.HANGAR_CHECKPOINT_BATCH }),
+    ...(env.HANGAR_CLAIM_GATHER_MS === undefined ? {} : { claimGatherMs: env.HANGAR_CLAIM_GATHER_MS }),
     tenantLimit: env.HANGAR_TENANT_CONCURRENCY ?? null,
     tenantLimits: parseAmounts(
       env.HANGAR_TENANT_CONCURRENCY_OVERRIDES ?? '',
@@ -153,7 +158,13 @@ export async function runServerCommand(command: ServerCommand, flags: Flags): Pr
         bus = redisBus;
         await redisBus.start();
       } else {
-        const pgBus = new PostgresBus({ connectionString: url, schema: schema ?? 'public', logger });
+        const pgBus = new PostgresBus({
+          connectionString: url,
+          schema: schema ?? 'public',
+          logger,
+          // A worker process never follows a thread: Postgres need not deliver it every checkpoint's hint.
+          threadHints: command !== 'worker',
+        });
         bus = pgBus;
         await pgBus.start();
       }

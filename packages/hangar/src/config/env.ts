@@ -54,6 +54,11 @@ const EnvSchema = z.object({
     .optional(),
   /** A worker stops claiming while its RSS is above this many MiB, and resumes below it (default: off). */
   HANGAR_WORKER_MAX_RSS_MB: z.coerce.number().int().min(64).max(1_048_576).optional(),
+  /** Group commit of a worker's checkpoints: statements in flight at once (default 2) and most writes in one (default 64). */
+  HANGAR_CHECKPOINT_IN_FLIGHT: z.coerce.number().int().min(1).max(32).optional(),
+  HANGAR_CHECKPOINT_BATCH: z.coerce.number().int().min(1).max(1000).optional(),
+  /** How long a busy worker with few free slots waits for more before it claims (ms, default 5; 0: at once). */
+  HANGAR_CLAIM_GATHER_MS: z.coerce.number().int().min(0).max(1000).optional(),
   /** Runs of one tenant running at once across all workers (default: no cap). Set it on every worker. */
   HANGAR_TENANT_CONCURRENCY: z.coerce.number().int().min(1).max(100_000).optional(),
   /** Per-tenant caps overriding HANGAR_TENANT_CONCURRENCY: `acme=50,trial=2`. */

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { GroupCommit } from '../store/group-commit.ts';
 import { json, type SqlClient } from '../store/sql.ts';
 import { type CreateRunInput, createRun, RUN_COLUMNS, type RunRow, toRun } from './repository.ts';
 import type { Run } from './types.ts';
@@ -32,18 +33,14 @@ interface Pending {
  * Only creates without a thread, webhook, concurrency key or multitask effects
  * come here; the rest take `createRun` directly.
  */
-export class RunCreateBatcher {
-  private queue: Pending[] = [];
-  private inFlight = 0;
-  private scheduled = false;
-  private readonly maxInFlight: number;
+export class RunCreateBatcher extends GroupCommit<Pending> {
   private readonly maxBatch: number;
 
   constructor(
     private readonly db: SqlClient,
     options: BatcherOptions = {},
   ) {
-    this.maxInFlight = options.maxInFlight ?? 4;
+    super(options.maxInFlight ?? 4);
     this.maxBatch = options.maxBatch ?? 200;
   }
 
@@ -53,34 +50,14 @@ export class RunCreateBatcher {
   }
 
   create(input: CreateRunInput): Promise<Run> {
-    return new Promise<Run>((resolve, reject) => {
-      this.queue.push({ input, resolve, reject });
-      this.schedule();
-    });
+    return new Promise<Run>((resolve, reject) => this.enqueue({ input, resolve, reject }));
   }
 
-  /** Flushes on the next turn of the event loop, so creates parsed in the same turn share a batch. */
-  private schedule(): void {
-    if (this.scheduled || this.inFlight >= this.maxInFlight || this.queue.length === 0) return;
-    this.scheduled = true;
-    setImmediate(() => {
-      this.scheduled = false;
-      this.flush();
-    });
+  protected take(): Pending[] {
+    return this.queue.splice(0, this.maxBatch);
   }
 
-  private flush(): void {
-    while (this.inFlight < this.maxInFlight && this.queue.length > 0) {
-      const batch = this.queue.splice(0, this.maxBatch);
-      this.inFlight++;
-      void this.write(batch).finally(() => {
-        this.inFlight--;
-        this.schedule();
-      });
-    }
-  }
-
-  private async write(batch: Pending[]): Promise<void> {
+  protected async send(batch: Pending[]): Promise<void> {
     const rows = batch.map(({ input }, i) => ({
       i,
       run_id: input.runId ?? randomUUID(),

@@ -4,6 +4,7 @@ import type { EventEnvelope } from '../events/envelope.ts';
 import { type StepHistoryRow, toStepRecord } from '../steps/repository.ts';
 import {
   canonicalJson,
+  GENERIC_PLAN,
   iso,
   json,
   type Queryable,
@@ -362,7 +363,8 @@ export async function claimRuns(
   return (await claimRunsWithPolicy(db, options)).runs;
 }
 
-const CLAIM_SQL = claimSql(RUN_COLUMNS);
+// A generic plan: re-planning the claim at every execution cost more than running it (store/postgres.ts).
+const CLAIM_SQL = `${GENERIC_PLAN}\n${claimSql(RUN_COLUMNS)}`;
 
 /** claimRuns, also saying whether the claim created cap rows (the worker claims again at once). */
 export async function claimRunsWithPolicy(

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import pg from 'pg';
-import type { Queryable, QueryResult, SqlClient } from './sql.ts';
+import { GENERIC_PLAN, type Queryable, type QueryResult, type SqlClient } from './sql.ts';
 
 // int8 (seq, counters) fits comfortably in a double for any realistic log.
 pg.types.setTypeParser(pg.types.builtins.INT8, (value) => Number(value));
@@ -59,26 +59,43 @@ export class PostgresClient implements SqlClient {
   readonly pool: pg.Pool;
   readonly schema: string;
   private readonly prepared: boolean;
+  /** Connections for GENERIC_PLAN statements, opened on first use. */
+  private genericPool: pg.Pool | undefined;
+  private readonly poolConfig: pg.PoolConfig;
 
   constructor(options: PostgresOptions) {
     this.schema = options.schema ?? 'public';
     this.prepared = options.preparedStatements ?? true;
     if (!/^[a-z_][a-z0-9_]*$/.test(this.schema)) throw new Error(`invalid schema name "${this.schema}"`);
-    this.pool = new pg.Pool({
+    this.poolConfig = {
       connectionString: options.connectionString,
       max: options.max ?? 10,
       application_name: options.applicationName ?? 'hangar',
       // JIT off: Hangar's statements are short and many; compiling one (the claim's plan can cost
       // enough to trigger it) takes far longer than running it.
       options: `-c search_path=${this.schema} -c jit=off`,
-    });
+    };
+    this.pool = new pg.Pool(this.poolConfig);
     // An idle client that loses its connection must not crash the process; the pool replaces it.
     this.pool.on('error', () => {});
   }
 
   async query<R>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
-    const res = await this.pool.query(toQueryConfig(sql, params, this.prepared));
+    const pool = this.prepared && sql.startsWith(GENERIC_PLAN) ? this.generic() : this.pool;
+    const res = await pool.query(toQueryConfig(sql, params, this.prepared));
     return { rows: res.rows as R[], rowCount: res.rowCount ?? 0 };
+  }
+
+  private generic(): pg.Pool {
+    if (this.genericPool === undefined) {
+      this.genericPool = new pg.Pool({
+        ...this.poolConfig,
+        max: 2,
+        options: `${this.poolConfig.options} -c plan_cache_mode=force_generic_plan`,
+      });
+      this.genericPool.on('error', () => {});
+    }
+    return this.genericPool;
   }
 
   async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
@@ -97,7 +114,7 @@ export class PostgresClient implements SqlClient {
   }
 
   async close(): Promise<void> {
-    await this.pool.end();
+    await Promise.all([this.pool.end(), this.genericPool?.end()]);
   }
 }
 

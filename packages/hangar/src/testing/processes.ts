@@ -19,7 +19,10 @@ export function spawnHangar(
   args: string[],
   options: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
 ): HangarProcess {
-  const child = spawn(process.execPath, [HANGAR_BIN, ...args], {
+  // HANGAR_CHILD_NODE_ARGS: extra node flags for the children, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`
+  // to profile the workers of a bench (NODE_OPTIONS refuses those flags).
+  const nodeArgs = process.env.HANGAR_CHILD_NODE_ARGS?.split(' ').filter((a) => a !== '') ?? [];
+  const child = spawn(process.execPath, [...nodeArgs, HANGAR_BIN, ...args], {
     cwd: options.cwd,
     env: { ...process.env, LOG_LEVEL: 'info', ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,11 +1,12 @@
 import type { Bus } from '../bus/bus.ts';
-import type { EventEnvelope, PendingEvent } from '../events/envelope.ts';
-import { type CheckpointWrite, writeCheckpoint } from '../runs/checkpoint.ts';
+import type { PendingEvent } from '../events/envelope.ts';
+import type { CheckpointResult, CheckpointWrite } from '../runs/checkpoint.ts';
 import type { Lease } from '../runs/types.ts';
-import type { SqlClient } from '../store/sql.ts';
+import type { CheckpointWriter } from './checkpoints.ts';
 
 export interface CommitterOptions {
-  db: SqlClient;
+  /** Where the writes go: the worker's group commit (worker/checkpoints.ts). */
+  writer: CheckpointWriter;
   bus: Bus;
   lease: Lease;
   attempt: number;
@@ -24,7 +25,8 @@ export type CommitRequest = Omit<CheckpointWrite, 'events'> & { events?: readonl
 
 /**
  * Every write a worker makes for one run attempt goes through here, one at a
- * time, each a single statement fenced by the lease epoch (runs/checkpoint.ts).
+ * time, each fenced by the lease epoch (runs/checkpoint.ts) and group-committed
+ * with the writes of the worker's other runs (worker/checkpoints.ts).
  * Emitted events are group-committed: with no commit in flight, the emits of
  * the current turn of the event loop are committed at once; emits that arrive
  * while a commit is in flight share the commit that follows it. A checkpoint
@@ -95,25 +97,31 @@ export class RunCommitter {
     this.buffer = [];
     const { step, values, end } = request;
     if (events.length === 0 && step === undefined && values === undefined && end === undefined) return;
-    const { db, lease, attempt } = this.options;
-    let written: EventEnvelope[];
+    const { writer, lease, attempt } = this.options;
+    let written: CheckpointResult;
     try {
-      written = await writeCheckpoint(
-        db,
+      written = await writer.write({
         lease,
-        { attempt },
-        {
+        attempt,
+        write: {
           events,
           ...(step === undefined ? {} : { step }),
           ...(values === undefined ? {} : { values }),
           ...(end === undefined ? {} : { end }),
         },
-      );
+      });
     } catch (err) {
       this.failure = err;
       throw err;
     }
-    this.options.bus.publishEvents(lease.threadId, written, { runId: lease.runId, epoch: lease.epoch });
+    this.options.bus.publishEvents(
+      lease.threadId,
+      written.events,
+      { runId: lease.runId, epoch: lease.epoch },
+      { hinted: writer.hints },
+    );
+    // The thread's next run, or runs parked behind the run's concurrency key, can start now.
+    if (written.released > 0) this.options.bus.notifyWork();
   }
 
   /** Stops the flush timer; buffered events are dropped (the attempt is being abandoned). */

@@ -13,6 +13,7 @@ import { jsonRoundTrip } from '../steps/serialize.ts';
 import type { SqlClient } from '../store/sql.ts';
 import { type BreakerRegistry, processBreakers } from './breakers.ts';
 import { budgetStatus, RunBudget, runLimits } from './budgets.ts';
+import { type CheckpointWriter, directCheckpoints } from './checkpoints.ts';
 import { RunCommitter } from './committer.ts';
 import { SuspendSignal, WorkerRunContext } from './context.ts';
 import { storable } from './retry.ts';
@@ -37,6 +38,8 @@ export interface ExecuteDeps {
   draining?: AbortSignal;
   /** Circuit breakers (default: the process's, worker/breakers.ts). */
   breakers?: BreakerRegistry;
+  /** The worker's group commit of checkpoints (default: one statement per write). */
+  checkpoints?: CheckpointWriter;
 }
 
 /** Thrown into the attempt's await when the run is cancelled: the attempt stops waiting for the agent. */
@@ -80,7 +83,7 @@ export async function executeRun(
   const onStop = () => controller.abort(new HangarError('unavailable', 'the worker is shutting down'));
   stop.addEventListener('abort', onStop, { once: true });
   const committer = new RunCommitter({
-    db: deps.db,
+    writer: deps.checkpoints ?? directCheckpoints(deps.db),
     bus: deps.bus,
     lease,
     attempt: run.attempt,

@@ -23,6 +23,7 @@ import type { Agent } from '../sdk/agent.ts';
 import type { LlmSettings } from '../sdk/llm.ts';
 import type { SqlClient } from '../store/sql.ts';
 import type { BreakerRegistry } from './breakers.ts';
+import { CheckpointBatcher } from './checkpoints.ts';
 import { type ExecuteOutcome, executeRun } from './execute.ts';
 import type { SessionLiveness } from './liveness.ts';
 
@@ -65,6 +66,20 @@ export interface WorkerOptions {
   breakers?: BreakerRegistry;
   /** The crash-loop cap: attempts after which the sweeper ends a dead worker's run `dead` (default 5). */
   maxRunAttempts?: number;
+  /**
+   * Group commit of the worker's checkpoints (worker/checkpoints.ts): statements
+   * in flight at once, and most writes in one (`HANGAR_CHECKPOINT_IN_FLIGHT`,
+   * `HANGAR_CHECKPOINT_BATCH`; defaults 2 and 64).
+   */
+  checkpointsInFlight?: number;
+  checkpointBatch?: number;
+  /**
+   * A busy worker with only a few free slots waits up to this long for more
+   * to free before it claims (`HANGAR_CLAIM_GATHER_MS`, default 5; 0: claim at
+   * once). A claim costs about the same for one run as for ten, so under load
+   * this claims several runs a statement instead of one or two.
+   */
+  claimGatherMs?: number;
 }
 
 export const WORKER_DEFAULTS = {
@@ -76,6 +91,7 @@ export const WORKER_DEFAULTS = {
   flushMs: 25,
   coalesceMs: 25,
   maxBufferedEvents: 500,
+  claimGatherMs: 5,
 } as const;
 
 /**
@@ -91,6 +107,7 @@ export class Worker {
   private readonly drainController = new AbortController();
   private claiming = false;
   private again = false;
+  private gatherTimer: NodeJS.Timeout | undefined;
   private timers: NodeJS.Timeout[] = [];
   private unsubscribe: Unsubscribe | undefined;
   private unsubscribeCancel: Unsubscribe | undefined;
@@ -102,9 +119,16 @@ export class Worker {
   private readonly taken = new Map<string, Resources>();
   private readonly claimRules: Record<string, AgentClaimRules>;
   private memoryPaused = false;
+  /** Every checkpoint of every run this worker executes goes through here (group commit). */
+  private readonly checkpoints: CheckpointBatcher;
 
   constructor(private readonly options: WorkerOptions) {
     this.id = options.id ?? `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+    this.checkpoints = new CheckpointBatcher(options.db, {
+      ...(options.checkpointsInFlight === undefined ? {} : { maxInFlight: options.checkpointsInFlight }),
+      ...(options.checkpointBatch === undefined ? {} : { maxBatch: options.checkpointBatch }),
+      ...(options.bus.hintChannel === undefined ? {} : { hintChannel: options.bus.hintChannel }),
+    });
     this.agentNames = [...options.agents.keys()];
     this.capacity = workerCapacity(options.concurrency, options.resources);
     this.claimRules = Object.fromEntries(
@@ -186,6 +210,37 @@ export class Worker {
 
   /** Claims until the worker is full or the queue is empty. Re-entrant calls coalesce. */
   wake(): void {
+    if (!this.claiming && this.gathering()) return;
+    this.claimNow();
+  }
+
+  /**
+   * Whether to wait a moment for more free slots before claiming: runs are
+   * running and only a few slots (under a quarter) are free. The wait ends
+   * when enough slots free up (each ending wakes the worker) or after
+   * `claimGatherMs`.
+   */
+  private gathering(): boolean {
+    const gatherMs = this.options.claimGatherMs ?? WORKER_DEFAULTS.claimGatherMs;
+    const capacity = this.capacity.slots ?? 0;
+    const free = this.freeCapacity().slots ?? 0;
+    const enough = free >= Math.ceil(capacity / 4);
+    if (gatherMs <= 0 || this.running.size === 0 || free <= 0 || enough) {
+      if (this.gatherTimer !== undefined) clearTimeout(this.gatherTimer);
+      this.gatherTimer = undefined;
+      return false;
+    }
+    if (this.gatherTimer === undefined) {
+      this.gatherTimer = setTimeout(() => {
+        this.gatherTimer = undefined;
+        this.claimNow();
+      }, gatherMs);
+    }
+    return true;
+  }
+
+  /** A claim now, without gathering (the gather wait is over). */
+  private claimNow(): void {
     if (this.drainController.signal.aborted) return;
     if (this.claiming) {
       this.again = true;
@@ -240,6 +295,16 @@ export class Worker {
     }
   }
 
+  /** Whether a run counts against a tenant or agent cap (its ending frees a place other workers may wait for). */
+  private capped(run: { tenant_id: string; agent: string }): boolean {
+    const { tenantLimit, tenantLimits } = this.options;
+    return (
+      (tenantLimit ?? null) !== null ||
+      tenantLimits?.[run.tenant_id] !== undefined ||
+      (this.claimRules[run.agent]?.limit ?? null) !== null
+    );
+  }
+
   private launch(claimed: ClaimedRun): void {
     const { run } = claimed;
     const agent = this.options.agents.get(run.agent);
@@ -253,7 +318,12 @@ export class Worker {
       return;
     }
     const tracked = executeRun(
-      { ...this.options, cancelChecks: this.cancelChecks, draining: this.drainController.signal },
+      {
+        ...this.options,
+        cancelChecks: this.cancelChecks,
+        draining: this.drainController.signal,
+        checkpoints: this.checkpoints,
+      },
       claimed,
       agent,
       this.stopController.signal,
@@ -263,7 +333,11 @@ export class Worker {
           const timer = setTimeout(() => this.wake(), Math.max(0, outcome.until.getTime() - Date.now()));
           timer.unref();
         }
-        if (outcome.kind === 'finished' || outcome.kind === 'released') this.options.bus.notifyWork();
+        // A run handed back is claimable again. A run that ended gave back a place of a tenant or
+        // agent cap, which other workers may be waiting for; the runs its ending released (the
+        // thread's next run, parked runs of its key) were announced by its write (RunCommitter).
+        if (outcome.kind === 'released' || (outcome.kind === 'finished' && this.capped(run)))
+          this.options.bus.notifyWork();
         if (outcome.kind === 'abandoned' && this.stopController.signal.aborted) {
           // Shutting down: hand the run back now instead of letting its lease run out.
           await releaseRun(this.options.db, claimed.lease).catch(() => false);
@@ -338,6 +412,7 @@ export class Worker {
     if (this.drainController.signal.aborted) return;
     this.drainController.abort();
     for (const t of this.timers) clearInterval(t);
+    if (this.gatherTimer !== undefined) clearTimeout(this.gatherTimer);
     this.unsubscribe?.();
     this.unsubscribeCancel?.();
     const settled = (ms: number) => {
