@@ -237,9 +237,15 @@ describe.each(STORE_KINDS)('runs parked behind a full key on %s', (kind) => {
     const s = new Scenario(store);
     const tenant = await s.tenant();
     const agent = s.agent();
-    const burst: string[] = [];
+    const created: string[] = [];
     for (let i = 0; i < 300; i++)
-      burst.push(await s.create(tenant, agent, { concurrency: { key: 'A', limit: 1 } }));
+      created.push(await s.create(tenant, agent, { concurrency: { key: 'A', limit: 1 } }));
+    // Oldest first, ties (PGlite's clock has millisecond steps) by run id, as claims and releases take them.
+    const ordered = await store.db.query<{ run_id: string }>(
+      'SELECT run_id FROM runs WHERE run_id = ANY($1::uuid[]) ORDER BY created_at, run_id',
+      [created],
+    );
+    const burst = ordered.rows.map((r) => r.run_id);
     const later: string[] = [];
     for (let i = 0; i < 5; i++)
       later.push(await s.create(tenant, agent, { concurrency: { key: 'B', limit: 5 } }));

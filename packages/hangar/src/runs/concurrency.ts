@@ -277,7 +277,8 @@ export function claimSql(runColumns: string): string {
     ) >= w.concurrency_limit) AS over
   FROM open o CROSS JOIN LATERAL (
     SELECT w.*,
-      row_number() OVER (PARTITION BY w.concurrency_key ORDER BY w.priority DESC, w.available_at, w.created_at)
+      row_number() OVER (PARTITION BY w.concurrency_key ORDER BY w.priority DESC, w.available_at, w.created_at,
+        w.run_id)
         AS key_nth
     FROM (
       SELECT r.run_id, r.tenant_id, r.agent, r.priority, r.available_at, r.created_at, r.concurrency_key,
@@ -294,11 +295,11 @@ export function claimSql(runColumns: string): string {
   -- running least goes first and tenants then alternate (fair share).
   SELECT w.*, w.running + w.tenant_nth AS turn FROM (
     SELECT w.*,
-      row_number() OVER (PARTITION BY w.tenant_id ORDER BY w.priority DESC, w.available_at, w.created_at)
+      row_number() OVER (PARTITION BY w.tenant_id ORDER BY w.priority DESC, w.available_at, w.created_at, w.run_id)
         AS tenant_nth
     FROM (
       SELECT w.*, row_number() OVER (PARTITION BY w.tenant_id, w.agent
-          ORDER BY w.priority DESC, w.available_at, w.created_at) AS agent_nth
+          ORDER BY w.priority DESC, w.available_at, w.created_at, w.run_id) AS agent_nth
       FROM win w WHERE NOT w.over
     ) w
     -- No more of an agent than the free capacity (or its cap) could take, none at its cap.
@@ -309,7 +310,7 @@ export function claimSql(runColumns: string): string {
   ) w
   WHERE w.tenant_nth <= $4
 ), picked AS (
-  SELECT p.run_id, row_number() OVER (ORDER BY p.turn, p.priority DESC, p.available_at, p.created_at) AS ord
+  SELECT p.run_id, row_number() OVER (ORDER BY p.turn, p.priority DESC, p.available_at, p.created_at, p.run_id) AS ord
   FROM pool p ORDER BY ord LIMIT $4
 ), locked AS (
   SELECT r.run_id, r.tenant_id, r.thread_id, r.agent, r.concurrency_key, r.concurrency_limit, p.ord
@@ -446,11 +447,11 @@ const RELEASE_SQL = `WITH free AS (
 ), parked AS (
   SELECT r.run_id FROM runs r
   WHERE r.key_parked AND r.tenant_id = $1 AND r.concurrency_key = $2 AND r.status IN ('pending', 'waiting')
-  ORDER BY r.priority DESC, r.created_at LIMIT (SELECT n FROM free)
+  ORDER BY r.priority DESC, r.created_at, r.run_id LIMIT (SELECT n FROM free)
 ), next AS (
   SELECT r.run_id FROM runs r
   WHERE r.key_parked AND r.tenant_id = $1 AND r.concurrency_key = $2 AND r.status IN ('pending', 'waiting')
-  ORDER BY r.priority DESC, r.created_at LIMIT (SELECT n FROM free)
+  ORDER BY r.priority DESC, r.created_at, r.run_id LIMIT (SELECT n FROM free)
   FOR UPDATE SKIP LOCKED
 ), released AS (
   UPDATE runs r SET available_at = least(r.created_at, now()), key_parked = false, updated_at = now()
