@@ -201,3 +201,67 @@ describe('memory threshold', () => {
     }
   });
 });
+
+describe('claim gathering', () => {
+  /**
+   * A worker of 8 slots running 7 runs, with one more run queued. With a
+   * gather wait, the one free slot waits for a second (a claim takes several
+   * runs at the cost of one); without, the run starts at once.
+   */
+  async function busyWorker(claimGatherMs: number, prefix: string) {
+    const store = await createEngineStore('postgres');
+    const worker = new Worker({
+      ...TEST_WORKER_SETTINGS,
+      llm: {},
+      db: store.db,
+      bus: new MemoryBus(),
+      agents: new Map([[free.name, free]]),
+      logger: pino({ level: 'silent' }),
+      concurrency: 8,
+      claimGatherMs,
+    });
+    const create = (id: string) =>
+      createRun(store.db, {
+        tenantId: TENANT,
+        agent: free.name,
+        assistantId: crypto.randomUUID(),
+        input: { id },
+      });
+    worker.start();
+    for (let i = 0; i < 7; i++) await create(`${prefix}${i}`);
+    await eventually('seven runs to start', () => started.filter((id) => id.startsWith(prefix)).length === 7);
+    const last = await create(`${prefix}last`);
+    return {
+      last,
+      status: async () => (await getRun(store.db, TENANT, last.run_id))?.status,
+      async dispose() {
+        for (const g of gates.values()) g.open();
+        await worker.stop(5_000);
+        await store.dispose();
+      },
+    };
+  }
+
+  it('a busy worker with one slot free waits for a second before it claims', async () => {
+    const w = await busyWorker(60_000, 'g');
+    try {
+      // Polls (every 100 ms) and the create's work notice find the run, but the slot waits.
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      expect(await w.status()).toBe('pending');
+      gateFor('g0').open();
+      await eventually('the queued run to start once a second slot is free', () => started.includes('glast'));
+    } finally {
+      await w.dispose();
+    }
+  });
+
+  it('with HANGAR_CLAIM_GATHER_MS 0 the free slot claims at once', async () => {
+    const w = await busyWorker(0, 'n');
+    try {
+      await eventually('the queued run to start', () => started.includes('nlast'));
+      expect(started.filter((id) => id.startsWith('n'))).toHaveLength(8);
+    } finally {
+      await w.dispose();
+    }
+  });
+});
