@@ -39,10 +39,20 @@ export interface InterruptWrite {
   onTimeout?: { resume: unknown };
 }
 
+/** The thread's new values appended to its history (a batch that sets values). */
+const STATE_CTE = `), state AS (
+  INSERT INTO thread_states (checkpoint_id, thread_id, parent_checkpoint_id, run_id, "values")
+  SELECT gen_random_uuid(), c.thread_id,
+    (SELECT p.checkpoint_id FROM thread_states p WHERE p.thread_id = c.thread_id ORDER BY p.created_at DESC LIMIT 1),
+    c.run_id, w.vals
+  FROM counter c JOIN w ON w.k = c.k WHERE w.vals IS NOT NULL
+  RETURNING checkpoint_id
+`;
+
 /**
  * The parts of a checkpoint only an ending needs: a rollback, the thread's
  * next run, interrupts registered or closed. A batch of checkpoints of running
- * runs goes out as a statement without them (WORKER_RUNNING_SQL): they are
+ * runs goes out as a statement without them (WORKER_STATEMENTS): they are
  * never executed there, but starting their plan nodes costs about 0.15 ms a
  * statement (a sixth of a lone checkpoint; bench/engine).
  */
@@ -123,8 +133,17 @@ const ENDING_CTES = `), rolled_back AS (
  * returns (`interrupt`, null in every other form); a cancellation marks the
  * run's pending interrupts `cancelled`, so a late answer finds them closed.
  */
-/** `running`: the statement for checkpoints of running runs only (no ENDING_CTES). */
-function checkpointSql(fence: string, running = false): string {
+/**
+ * Which parts a statement has: `endings` (ENDING_CTES; a batch with no ending
+ * goes without), `values` (STATE_CTE; a batch that sets no thread values goes
+ * without). Starting a part's plan nodes costs even when it has no rows.
+ */
+interface Parts {
+  endings: boolean;
+  values: boolean;
+}
+
+function checkpointSql(fence: string, parts: Parts = { endings: true, values: true }): string {
   return `
 WITH w AS MATERIALIZED (
   SELECT * FROM jsonb_to_recordset($1::jsonb) AS w(k integer, run_id uuid, epoch bigint, attempt integer, status text,
@@ -168,14 +187,7 @@ WITH w AS MATERIALIZED (
   ON CONFLICT (run_id, step_index) DO UPDATE SET status = EXCLUDED.status, result = EXCLUDED.result,
     error = EXCLUDED.error, attempt = EXCLUDED.attempt, usage = EXCLUDED.usage, finished_at = now()
   RETURNING step_index
-), state AS (
-  INSERT INTO thread_states (checkpoint_id, thread_id, parent_checkpoint_id, run_id, "values")
-  SELECT gen_random_uuid(), c.thread_id,
-    (SELECT p.checkpoint_id FROM thread_states p WHERE p.thread_id = c.thread_id ORDER BY p.created_at DESC LIMIT 1),
-    c.run_id, w.vals
-  FROM counter c JOIN w ON w.k = c.k WHERE w.vals IS NOT NULL
-  RETURNING checkpoint_id
-${running ? '' : ENDING_CTES}), logged AS (
+${parts.values ? STATE_CTE : ''}${parts.endings ? ENDING_CTES : ''}), logged AS (
   INSERT INTO events (thread_id, seq, event_id, tenant_id, run_id, attempt, ts, channel, namespace, data, op_key)
   SELECT c.thread_id, c.last_seq - c.added + e.n, e.event_id, c.tenant_id, c.run_id, w.attempt, w.ts,
     e.channel, e.namespace, e.data, e.op_key
@@ -191,15 +203,16 @@ ${running ? '' : ENDING_CTES}), logged AS (
   GROUP BY h.chunk
 )
 SELECT w.k, f.k IS NOT NULL AS fenced, f.concurrency_key, f.concurrency_limit,
-  (SELECT coalesce(jsonb_agg(jsonb_build_object('event_id', l.event_id, 'seq', l.seq)), '[]'::jsonb)
-   FROM logged l WHERE l.run_id = f.run_id) AS logged,
-  ${running ? '0' : '(SELECT count(*) FROM released r WHERE r.k = w.k)::int'} AS released,
+  -- Every event the statement logged, once (on the first row): event ids are unique across writes.
+  CASE WHEN w.k = 0 THEN (SELECT coalesce(jsonb_agg(jsonb_build_object('event_id', l.event_id, 'seq', l.seq)),
+    '[]'::jsonb) FROM logged l) END AS logged,
+  ${parts.endings ? '(SELECT count(*) FROM released r WHERE r.k = w.k)::int' : '0'} AS released,
   (SELECT count(*) FROM hint)::int AS hints
 FROM w LEFT JOIN fence f ON f.k = w.k
 ORDER BY w.k`;
 }
 
-/** The fence of a worker's checkpoints of running runs (see WORKER_SQL). */
+/** The fence of a worker's checkpoints of running runs (see WORKER_FENCE). */
 const HELD = `held AS (
   SELECT w.k, r.run_id, r.thread_id, r.tenant_id, NULL::text AS cancel_action, NULL::jsonb AS base_values,
     NULL::jsonb AS interrupt, NULL::text AS concurrency_key, NULL::int AS concurrency_limit
@@ -221,7 +234,7 @@ const HELD = `held AS (
  * goes back to pending), so a worker claims it and ends it as cancelled
  * instead of it sleeping or waiting for an answer first.
  */
-const WORKER_SQL = checkpointSql(`${HELD}, ended AS (
+const WORKER_FENCE = `${HELD}, ended AS (
   UPDATE runs r SET
     status = CASE WHEN w.status = 'interrupted' AND r.cancel_requested_at IS NOT NULL THEN 'pending'
       ELSE w.status END,
@@ -242,15 +255,20 @@ const WORKER_SQL = checkpointSql(`${HELD}, ended AS (
     w.interrupts AS interrupt, r.concurrency_key, r.concurrency_limit
 ), fence AS (
   SELECT * FROM held UNION ALL SELECT * FROM ended
-)`);
+)`;
 
-/** WORKER_SQL for a batch with no ending in it (the usual step checkpoint): no `ended`, no ENDING_CTES. */
-const WORKER_RUNNING_SQL = checkpointSql(
-  `${HELD}, fence AS (
+/** WORKER_FENCE for a batch with no ending in it (the usual step checkpoint). */
+const RUNNING_FENCE = `${HELD}, fence AS (
   SELECT * FROM held
-)`,
-  true,
-);
+)`;
+
+/** The worker's statements by the parts a batch needs (each is prepared once per connection). */
+const WORKER_STATEMENTS = {
+  endings: checkpointSql(WORKER_FENCE),
+  endingsNoValues: checkpointSql(WORKER_FENCE, { endings: true, values: false }),
+  running: checkpointSql(RUNNING_FENCE, { endings: false, values: true }),
+  runningNoValues: checkpointSql(RUNNING_FENCE, { endings: false, values: false }),
+};
 
 /**
  * Cancels a run no live worker holds — pending, waiting, interrupted, or
@@ -324,7 +342,8 @@ function eventRows(events: readonly PendingEvent[]) {
 type WriteResult = {
   k: number;
   fenced: boolean;
-  logged: Array<{ event_id: string; seq: number }>;
+  /** Every event the statement logged (first row only; null on the others). */
+  logged: Array<{ event_id: string; seq: number }> | null;
   /** The run's concurrency key and limit (null: none, or not an ending). */
   concurrency_key: string | null;
   concurrency_limit: number | null;
@@ -350,13 +369,17 @@ async function releaseKeyPlace(db: Queryable, tenantId: string, row: WriteResult
   return (await releaseParkedRuns(db, place).catch(() => [])).length;
 }
 
+/** The seq of every event a statement logged, by event id (the first row carries them all). */
+function loggedSeqs(first: WriteResult | undefined): Map<string, number> {
+  return new Map((first?.logged ?? []).map((l) => [l.event_id, Number(l.seq)]));
+}
+
 /** The events a write logged, as envelopes in seq order (ready to publish after the commit). */
 function loggedEnvelopes(
-  row: WriteResult,
+  seqs: ReadonlyMap<string, number>,
   events: ReturnType<typeof eventRows>,
   at: { threadId: string; runId: string; attempt: number; ts: string },
 ): EventEnvelope[] {
-  const seqs = new Map(row.logged.map((l) => [l.event_id, Number(l.seq)]));
   const logged: EventEnvelope[] = [];
   for (const e of events) {
     const seq = seqs.get(e.event_id);
@@ -432,11 +455,20 @@ export async function writeCheckpoints(
       },
     };
   });
-  const running = requests.every((r) => r.write.end === undefined);
-  const res = await db.query<WriteResult>(running ? WORKER_RUNNING_SQL : WORKER_SQL, [
+  const endings = requests.some((r) => r.write.end !== undefined);
+  const values = requests.some((r) => r.write.values !== undefined);
+  const sql = endings
+    ? values
+      ? WORKER_STATEMENTS.endings
+      : WORKER_STATEMENTS.endingsNoValues
+    : values
+      ? WORKER_STATEMENTS.running
+      : WORKER_STATEMENTS.runningNoValues;
+  const res = await db.query<WriteResult>(sql, [
     json(prepared.map((p) => p.row)),
     options.hintChannel ?? null,
   ]);
+  const seqs = loggedSeqs(res.rows[0]);
   return Promise.all(
     requests.map(async ({ lease, attempt, write }, k) => {
       const row = res.rows[k];
@@ -444,7 +476,7 @@ export async function writeCheckpoints(
       if (row === undefined || row.fenced !== true) return leaseLost(lease);
       const unparked = write.end === undefined ? 0 : await releaseKeyPlace(db, lease.tenantId, row);
       return {
-        events: loggedEnvelopes(row, events, { threadId: lease.threadId, runId: lease.runId, attempt, ts }),
+        events: loggedEnvelopes(seqs, events, { threadId: lease.threadId, runId: lease.runId, attempt, ts }),
         released: Number(row.released) + unparked,
       };
     }),
@@ -511,7 +543,12 @@ export async function cancelUnheldRun(
   const row = res.rows[0];
   if (row === undefined || row.fenced !== true) return null;
   await releaseKeyPlace(db, run.tenantId, row);
-  return loggedEnvelopes(row, events, { threadId: run.threadId, runId: run.runId, attempt: 0, ts });
+  return loggedEnvelopes(loggedSeqs(row), events, {
+    threadId: run.threadId,
+    runId: run.runId,
+    attempt: 0,
+    ts,
+  });
 }
 
 /**
