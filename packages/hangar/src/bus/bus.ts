@@ -58,7 +58,7 @@ export interface Bus {
   /**
    * The Postgres NOTIFY channel this bus carries thread hints on, when it
    * carries them that way (PostgresBus): a writer may send a thread's hint
-   * (`thread_id:last_seq`, several separated by commas) in the transaction
+   * (`thread_id:last_seq`, one notice a thread) in the transaction
    * that logs the events, at no extra round trip, and publish with `hinted`.
    */
   readonly hintChannel?: string;

@@ -71,12 +71,10 @@ export class PostgresBus implements Bus {
         if (msg.payload) this.local.notifyCancel(msg.payload);
         return;
       }
-      // `thread_id:last_seq`, several separated by commas (a group commit's threads).
-      for (const hint of (msg.payload ?? '').split(',')) {
-        const sep = hint.indexOf(':');
-        if (sep <= 0) continue;
-        this.local.dispatchHint(hint.slice(0, sep), Number(hint.slice(sep + 1)));
-      }
+      const payload = msg.payload ?? '';
+      const sep = payload.indexOf(':');
+      if (sep <= 0) return;
+      this.local.dispatchHint(payload.slice(0, sep), Number(payload.slice(sep + 1)));
     });
     await client.connect();
     await client.query(`LISTEN ${this.workChannel}`);

@@ -195,12 +195,10 @@ ${parts.values ? STATE_CTE : ''}${parts.endings ? ENDING_CTES : ''}), logged AS 
   RETURNING run_id, event_id, seq
 ), hint AS (
   -- $2: the channel of the Postgres bus's thread hints (null: no hints here). NOTIFY is sent at
-  -- commit, so a listener that reads the log on a hint finds the events; payloads stay far below
-  -- the 8,000-byte limit (100 threads each).
-  SELECT pg_notify($2::text, string_agg(h.thread_id::text || ':' || h.last_seq, ','))
-  FROM (SELECT c.thread_id, c.last_seq, (row_number() OVER ()) / 100 AS chunk FROM counter c
-        WHERE c.added > 0 AND $2::text IS NOT NULL) h
-  GROUP BY h.chunk
+  -- commit, so a listener that reads the log on a hint finds the events. One notice a thread, in
+  -- the form every gateway version reads (\`thread_id:last_seq\`).
+  SELECT pg_notify($2::text, c.thread_id::text || ':' || c.last_seq)
+  FROM counter c WHERE c.added > 0 AND $2::text IS NOT NULL
 )
 SELECT w.k, f.k IS NOT NULL AS fenced, f.concurrency_key, f.concurrency_limit,
   -- Every event the statement logged, once (on the first row): event ids are unique across writes.
