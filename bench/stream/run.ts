@@ -160,35 +160,17 @@ async function stages(
   return { emit_to_commit: summarize(commit), emit_to_publish: summarize(publish), emit_to_client: client };
 }
 
-/** Phase 2: one gateway's fan-out: `runs` runs at `rate` each, `subscribers` SSE readers per run, all on gateway 1. */
-async function fanOut(
-  cluster: Cluster,
-  runsCount: number,
-  rate: number,
-  subscribers: number,
-): Promise<{ offered_per_s: number; delivered_per_s: number; delivered: number; window_s: number }> {
-  const runs = await Promise.all(
-    Array.from({ length: runsCount }, () => create(cluster, { rate, seconds: SECONDS, bytes: 64 }, 0)),
-  );
-  const stamps: number[] = [];
-  await Promise.all(
-    runs.flatMap((run) =>
-      Array.from({ length: subscribers }, async () => {
-        const { body } = await open(cluster, run, { gateway: 1 });
-        for await (const frame of sseFrames(body)) {
-          if (frame.event === 'custom') stamps.push(Date.now());
-        }
-      }),
-    ),
-  );
+type FanOut = { offered_per_s: number; delivered_per_s: number; delivered: number; window_s: number };
+
+/** Deliveries per second over the steady window: the first and last 10 % of deliveries (ramp-up and tail) dropped. */
+function deliveryRate(stamps: number[], offeredPerS: number): FanOut {
   stamps.sort((a, b) => a - b);
-  // The steady window: drop the first and last 10 % of deliveries (ramp-up and tail).
   const from = stamps[Math.floor(stamps.length * 0.1)] ?? 0;
   const to = stamps[Math.floor(stamps.length * 0.9)] ?? 0;
   const inWindow = stamps.filter((t) => t >= from && t <= to).length;
   const windowS = Math.max(0.001, (to - from) / 1000);
   return {
-    offered_per_s: runsCount * rate * subscribers,
+    offered_per_s: offeredPerS,
     delivered_per_s: Math.round(inWindow / windowS),
     delivered: stamps.length,
     window_s: round(windowS, 2),
@@ -196,54 +178,63 @@ async function fanOut(
 }
 
 /**
- * Phase 2b: the same fan-out through the Agent Protocol thread stream
- * (`POST /threads/{id}/stream`, SSE, channel `custom`, from seq 0), where the
- * readers of a thread share the gateway's feed (streaming/feed.ts) and each
- * event is serialized once. A thread stream outlives its run: a reader stops
- * after the run's last event.
+ * One gateway's fan-out: `runsCount` runs at `rate` each, `subscribers`
+ * readers per run, all on gateway 1; `read` reads one run's stream and calls
+ * `delivered` for each event it receives.
  */
-async function fanOutThread(
+async function fanOut(
   cluster: Cluster,
   runsCount: number,
   rate: number,
   subscribers: number,
-): Promise<{ offered_per_s: number; delivered_per_s: number; delivered: number; window_s: number }> {
-  const total = Math.round(rate * SECONDS);
+  read: (run: RunRef, delivered: () => void) => Promise<void>,
+): Promise<FanOut> {
   const runs = await Promise.all(
     Array.from({ length: runsCount }, () => create(cluster, { rate, seconds: SECONDS, bytes: 64 }, 0)),
   );
   const stamps: number[] = [];
   await Promise.all(
     runs.flatMap((run) =>
-      Array.from({ length: subscribers }, async () => {
-        const signal = AbortSignal.timeout((SECONDS + 60) * 1000);
-        const res = await fetch(`${cluster.url}/threads/${run.thread_id}/stream`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json', ...cluster.pinTo(1) },
-          body: JSON.stringify({ channels: ['custom'], since: 0 }),
-          signal,
-        });
-        if (res.status !== 200 || res.body === null) throw new Error(`thread stream answered ${res.status}`);
-        let n = 0;
-        for await (const frame of sseFrames(res.body)) {
-          if (frame.event !== 'custom') continue;
-          stamps.push(Date.now());
-          if (++n === total) break;
-        }
-        await res.body.cancel().catch(() => {});
-      }),
+      Array.from({ length: subscribers }, () => read(run, () => stamps.push(Date.now()))),
     ),
   );
-  stamps.sort((a, b) => a - b);
-  const from = stamps[Math.floor(stamps.length * 0.1)] ?? 0;
-  const to = stamps[Math.floor(stamps.length * 0.9)] ?? 0;
-  const inWindow = stamps.filter((t) => t >= from && t <= to).length;
-  const windowS = Math.max(0.001, (to - from) / 1000);
-  return {
-    offered_per_s: runsCount * rate * subscribers,
-    delivered_per_s: Math.round(inWindow / windowS),
-    delivered: stamps.length,
-    window_s: round(windowS, 2),
+  return deliveryRate(stamps, runsCount * rate * subscribers);
+}
+
+/** Phase 2: the run stream (`GET …/runs/{run_id}/stream`, SSE), which follows per request. */
+function readRunStream(cluster: Cluster) {
+  return async (run: RunRef, delivered: () => void): Promise<void> => {
+    const { body } = await open(cluster, run, { gateway: 1 });
+    for await (const frame of sseFrames(body)) {
+      if (frame.event === 'custom') delivered();
+    }
+  };
+}
+
+/**
+ * Phase 2b: the Agent Protocol thread stream (`POST /threads/{id}/stream`,
+ * SSE, channel `custom`, from seq 0), where the readers of a thread share the
+ * gateway's feed (streaming/feed.ts) and each event is serialized once. A
+ * thread stream outlives its run: a reader stops after the run's last event
+ * (`total` of them).
+ */
+function readThreadStream(cluster: Cluster, total: number) {
+  return async (run: RunRef, delivered: () => void): Promise<void> => {
+    const signal = AbortSignal.timeout((SECONDS + 60) * 1000);
+    const res = await fetch(`${cluster.url}/threads/${run.thread_id}/stream`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...cluster.pinTo(1) },
+      body: JSON.stringify({ channels: ['custom'], since: 0 }),
+      signal,
+    });
+    if (res.status !== 200 || res.body === null) throw new Error(`thread stream answered ${res.status}`);
+    let n = 0;
+    for await (const frame of sseFrames(res.body)) {
+      if (frame.event !== 'custom') continue;
+      delivered();
+      if (++n === total) break;
+    }
+    await res.body.cancel().catch(() => {});
   };
 }
 
@@ -400,9 +391,15 @@ try {
   console.log('[stream] raw XADD');
   const xadd = await rawXadd(3);
   console.log('[stream] fan-out through one gateway');
-  const fan = await fanOut(cluster, 5, 2_000, 5);
+  const fan = await fanOut(cluster, 5, 2_000, 5, readRunStream(cluster));
   console.log('[stream] fan-out through one gateway, thread stream (shared feeds)');
-  const fanThread = await fanOutThread(cluster, 5, 2_000, 5);
+  const fanThread = await fanOut(
+    cluster,
+    5,
+    2_000,
+    5,
+    readThreadStream(cluster, Math.round(2_000 * SECONDS)),
+  );
   console.log('[stream] reconnect after gateway kills');
   const rec = await reconnect(cluster, quick ? 3 : Number(flags.kills));
   console.log('[stream] idle WebSockets');

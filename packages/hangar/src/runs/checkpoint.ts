@@ -52,7 +52,7 @@ const STATE_CTE = `), state AS (
 /**
  * The parts of a checkpoint only an ending needs: a rollback, the thread's
  * next run, interrupts registered or closed. A batch of checkpoints of running
- * runs goes out as a statement without them (WORKER_STATEMENTS): they are
+ * runs goes out as a statement without them (workerSql): they are
  * never executed there, but starting their plan nodes costs about 0.15 ms a
  * statement (a sixth of a lone checkpoint; bench/engine).
  */
@@ -260,13 +260,18 @@ const RUNNING_FENCE = `${HELD}, fence AS (
   SELECT * FROM held
 )`;
 
-/** The worker's statements by the parts a batch needs (each is prepared once per connection). */
-const WORKER_STATEMENTS = {
-  endings: checkpointSql(WORKER_FENCE),
-  endingsNoValues: checkpointSql(WORKER_FENCE, { endings: true, values: false }),
-  running: checkpointSql(RUNNING_FENCE, { endings: false, values: true }),
-  runningNoValues: checkpointSql(RUNNING_FENCE, { endings: false, values: false }),
-};
+/** The worker's statements by the parts a batch needs, built once each (and prepared once per connection). */
+const workerStatements = new Map<string, string>();
+
+function workerSql(parts: Parts): string {
+  const key = `${parts.endings}/${parts.values}`;
+  let sql = workerStatements.get(key);
+  if (sql === undefined) {
+    sql = checkpointSql(parts.endings ? WORKER_FENCE : RUNNING_FENCE, parts);
+    workerStatements.set(key, sql);
+  }
+  return sql;
+}
 
 /**
  * Cancels a run no live worker holds — pending, waiting, interrupted, or
@@ -453,15 +458,10 @@ export async function writeCheckpoints(
       },
     };
   });
-  const endings = requests.some((r) => r.write.end !== undefined);
-  const values = requests.some((r) => r.write.values !== undefined);
-  const sql = endings
-    ? values
-      ? WORKER_STATEMENTS.endings
-      : WORKER_STATEMENTS.endingsNoValues
-    : values
-      ? WORKER_STATEMENTS.running
-      : WORKER_STATEMENTS.runningNoValues;
+  const sql = workerSql({
+    endings: requests.some((r) => r.write.end !== undefined),
+    values: requests.some((r) => r.write.values !== undefined),
+  });
   const res = await db.query<WriteResult>(sql, [
     json(prepared.map((p) => p.row)),
     options.hintChannel ?? null,

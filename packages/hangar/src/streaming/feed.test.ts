@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ThreadMessage, Unsubscribe } from '../bus/bus.ts';
-import { MemoryBus } from '../bus/memory.ts';
+import type { MemoryBus } from '../bus/memory.ts';
 import type { PendingEvent } from '../events/envelope.ts';
 import { appendEvents } from '../events/log.ts';
+import { TrackingBus } from '../testing/bus.ts';
 import { createTestPostgres, type TestStore } from '../testing/db.ts';
 import { createThread } from '../threads/repository.ts';
 import { streamSettings } from './backpressure.ts';
@@ -11,21 +11,6 @@ import { toFilter } from './protocol.ts';
 import { ThreadPump } from './pump.ts';
 
 const TENANT = 'default';
-
-/** The in-process bus, counting open thread subscriptions. */
-class TrackingBus extends MemoryBus {
-  open = 0;
-  override subscribeThread(threadId: string, handler: (message: ThreadMessage) => void): Unsubscribe {
-    const unsubscribe = super.subscribeThread(threadId, handler);
-    this.open++;
-    let done = false;
-    return () => {
-      if (!done) this.open--;
-      done = true;
-      unsubscribe();
-    };
-  }
-}
 
 async function until(check: () => boolean, what: string, ms = 10_000): Promise<void> {
   const deadline = Date.now() + ms;

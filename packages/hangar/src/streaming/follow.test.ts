@@ -1,12 +1,11 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { ThreadMessage, Unsubscribe } from '../bus/bus.ts';
-import { MemoryBus } from '../bus/memory.ts';
 import { RedisBus } from '../bus/redis.ts';
 import type { EventEnvelope, LifecycleData, PendingEvent } from '../events/envelope.ts';
 import { appendEvents, readEvents } from '../events/log.ts';
 import type { Queryable, QueryResult } from '../store/sql.ts';
+import { TrackingBus } from '../testing/bus.ts';
 import { createTestPostgres, createTestStore, STORE_KINDS, type TestStore } from '../testing/db.ts';
 import { testLogger } from '../testing/logger.ts';
 import { createThread } from '../threads/repository.ts';
@@ -23,21 +22,6 @@ class CountingDb implements Queryable {
   query<R = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
     if (/\bFROM events\b/.test(sql)) this.logReads++;
     return this.inner.query<R>(sql, params);
-  }
-}
-
-/** The in-process bus, tracking how many thread subscriptions are open. */
-class TrackingBus extends MemoryBus {
-  open = 0;
-  override subscribeThread(threadId: string, handler: (message: ThreadMessage) => void): Unsubscribe {
-    const unsubscribe = super.subscribeThread(threadId, handler);
-    this.open++;
-    let done = false;
-    return () => {
-      if (!done) this.open--;
-      done = true;
-      unsubscribe();
-    };
   }
 }
 

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { answerInterrupt, getApproval, listApprovals } from '../hitl/repository.ts';
-import { defineAgent } from '../sdk/agent.ts';
+import { type Agent, defineAgent } from '../sdk/agent.ts';
 import { STORE_KINDS } from '../testing/db.ts';
 import { getThread } from '../threads/repository.ts';
 import { createTestEngine, eventShape, eventually, TENANT, type TestEngine } from './engine.harness.ts';
@@ -35,6 +35,30 @@ describe.each(STORE_KINDS)('parallel ctx.interrupt (%s)', (kind) => {
   afterEach(async () => {
     await engine.dispose();
   });
+
+  /**
+   * Runs an agent that raises two interrupts, the first with a short timeout:
+   * waits for it to expire (the run still waits for the other), answers the
+   * second with 'B', and returns the finished run.
+   */
+  async function expireFirstAnswerSecond(agent: Agent) {
+    engine.startWorker(agent);
+    const run = await engine.createRun(agent, {});
+    await engine.waitForRun(run.run_id, (r) => r.status === 'interrupted');
+    const [expiring, open] = await pending(engine, run.run_id);
+    await eventually(
+      'the first interrupt to expire',
+      async () => (await getApproval(engine.db, TENANT, expiring?.interrupt_id ?? ''))?.status === 'expired',
+    );
+    expect((await runRow(engine, run.run_id))?.status).toBe('interrupted');
+    const answered = await answerInterrupt(engine.db, TENANT, open?.interrupt_id ?? '', {
+      value: 'B',
+      by: 't',
+    });
+    expect(answered.resumed).toBe(true);
+    engine.bus.notifyWork();
+    return engine.waitForRun(run.run_id);
+  }
 
   it('registers a Promise.all of interrupts in one write and resumes once the last is answered', async () => {
     const executions = { before: 0, after: 0 };
@@ -224,22 +248,7 @@ describe.each(STORE_KINDS)('parallel ctx.interrupt (%s)', (kind) => {
         ]);
       },
     });
-    engine.startWorker(agent);
-    const run = await engine.createRun(agent, {});
-    await engine.waitForRun(run.run_id, (r) => r.status === 'interrupted');
-    const [expiring, open] = await pending(engine, run.run_id);
-    await eventually(
-      'the first interrupt to expire',
-      async () => (await getApproval(engine.db, TENANT, expiring?.interrupt_id ?? ''))?.status === 'expired',
-    );
-    expect((await runRow(engine, run.run_id))?.status).toBe('interrupted');
-    const answered = await answerInterrupt(engine.db, TENANT, open?.interrupt_id ?? '', {
-      value: 'B',
-      by: 't',
-    });
-    expect(answered.resumed).toBe(true);
-    engine.bus.notifyWork();
-    const done = await engine.waitForRun(run.run_id);
+    const done = await expireFirstAnswerSecond(agent);
     expect(done.output).toEqual(['default', 'B']);
   });
 
@@ -258,18 +267,7 @@ describe.each(STORE_KINDS)('parallel ctx.interrupt (%s)', (kind) => {
         };
       },
     });
-    engine.startWorker(agent);
-    const run = await engine.createRun(agent, {});
-    await engine.waitForRun(run.run_id, (r) => r.status === 'interrupted');
-    const [expiring, open] = await pending(engine, run.run_id);
-    await eventually(
-      'the first interrupt to expire',
-      async () => (await getApproval(engine.db, TENANT, expiring?.interrupt_id ?? ''))?.status === 'expired',
-    );
-    expect((await runRow(engine, run.run_id))?.status).toBe('interrupted');
-    await answerInterrupt(engine.db, TENANT, open?.interrupt_id ?? '', { value: 'B', by: 't' });
-    engine.bus.notifyWork();
-    const done = await engine.waitForRun(run.run_id);
+    const done = await expireFirstAnswerSecond(agent);
     expect(done.output).toEqual({ late: 'interrupt_expired', answered: 'B' });
   });
 });

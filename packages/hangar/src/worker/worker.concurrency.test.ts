@@ -5,9 +5,10 @@ import { z } from 'zod';
 import { MemoryBus } from '../bus/memory.ts';
 import { createRun, getRun } from '../runs/repository.ts';
 import { defineAgent } from '../sdk/agent.ts';
+import type { SqlClient } from '../store/sql.ts';
 import { startTestServer, type TestServer } from '../testing/index.ts';
 import { createEngineStore, eventually, gate, TENANT, TEST_WORKER_SETTINGS } from './engine.harness.ts';
-import { Worker } from './worker.ts';
+import { Worker, type WorkerOptions } from './worker.ts';
 
 /** Each run of these agents waits for its gate (by input.id), so a test decides when it ends. */
 const gates = new Map<string, ReturnType<typeof gate>>();
@@ -154,6 +155,28 @@ describe('concurrency through the gateway and a worker', () => {
   });
 });
 
+/** A worker of the `free` agent alone. */
+function freeWorker(db: SqlClient, options: Partial<WorkerOptions> & Pick<WorkerOptions, 'logger'>): Worker {
+  return new Worker({
+    ...TEST_WORKER_SETTINGS,
+    llm: {},
+    db,
+    bus: new MemoryBus(),
+    agents: new Map([[free.name, free]]),
+    ...options,
+  });
+}
+
+/** Queues a run of the `free` agent, held until its gate (by `id`) opens. */
+function queueFree(db: SqlClient, id: string) {
+  return createRun(db, {
+    tenantId: TENANT,
+    agent: free.name,
+    assistantId: crypto.randomUUID(),
+    input: { id },
+  });
+}
+
 describe('memory threshold', () => {
   it('stops claiming while the RSS is above HANGAR_WORKER_MAX_RSS_MB and resumes below, saying so in the log', async () => {
     const store = await createEngineStore('postgres');
@@ -168,23 +191,13 @@ describe('memory threshold', () => {
       }),
     );
     let rssMb = 900;
-    const worker = new Worker({
-      ...TEST_WORKER_SETTINGS,
-      llm: {},
-      db: store.db,
-      bus: new MemoryBus(),
-      agents: new Map([[free.name, free]]),
+    const worker = freeWorker(store.db, {
       logger,
       maxRssMb: 512,
       rssBytes: () => rssMb * 1024 * 1024,
     });
     try {
-      const run = await createRun(store.db, {
-        tenantId: TENANT,
-        agent: free.name,
-        assistantId: crypto.randomUUID(),
-        input: { id: 'm1' },
-      });
+      const run = await queueFree(store.db, 'm1');
       worker.start();
       await eventually('the pause to be logged', () => logs.some((l) => l.includes('claims paused')));
       // The pause is checked before every claim: the run, queued before the worker started, is still there.
@@ -210,23 +223,8 @@ describe('claim gathering', () => {
    */
   async function busyWorker(claimGatherMs: number, prefix: string) {
     const store = await createEngineStore('postgres');
-    const worker = new Worker({
-      ...TEST_WORKER_SETTINGS,
-      llm: {},
-      db: store.db,
-      bus: new MemoryBus(),
-      agents: new Map([[free.name, free]]),
-      logger: pino({ level: 'silent' }),
-      concurrency: 8,
-      claimGatherMs,
-    });
-    const create = (id: string) =>
-      createRun(store.db, {
-        tenantId: TENANT,
-        agent: free.name,
-        assistantId: crypto.randomUUID(),
-        input: { id },
-      });
+    const worker = freeWorker(store.db, { logger: pino({ level: 'silent' }), concurrency: 8, claimGatherMs });
+    const create = (id: string) => queueFree(store.db, id);
     worker.start();
     for (let i = 0; i < 7; i++) await create(`${prefix}${i}`);
     await eventually('seven runs to start', () => started.filter((id) => id.startsWith(prefix)).length === 7);
